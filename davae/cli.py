@@ -1,0 +1,380 @@
+"""Command line: ``python -m davae train | score | evaluate``.
+
+Every command prints one line starting with ``error:`` and exits with status 2
+on a user error (bad input, settings or model file), and 1 on anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from davae.errors import DavaeError
+
+logger = logging.getLogger(__name__)
+
+SCORE_COLUMNS = (
+    "image_path",
+    "folder",
+    "file_name",
+    "sha256",
+    "width",
+    "height",
+    "pred_score",
+    "recon_score",
+    "latent_distance",
+    "recon_mean",
+    "recon_max",
+    "latent_euclidean",
+    "latent_mahalanobis",
+    "pred_label",
+    "error",
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data", nargs="+", help="folders, ZIP archives or image files of normal parts"
+    )
+    parser.add_argument("--out", required=True, help="path of the model bundle to write (.pt)")
+    parser.add_argument("--epochs", type=_positive_int, help="maximum training epochs (default 40)")
+    parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="model input size in pixels, a multiple of 16 (default 128)",
+    )
+    parser.add_argument("--latent-dim", type=_positive_int, help="latent vector size (default 64)")
+    parser.add_argument(
+        "--augment-iterations",
+        type=int,
+        help="augmented copies of each image per epoch, 0 for none (default 4)",
+    )
+    parser.add_argument(
+        "--no-augment",
+        action="append",
+        default=[],
+        choices=("rotate90", "hflip", "vflip", "brightness", "contrast", "noise"),
+        help="switch one augmentation off; repeat for several",
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 grayscale or 3 RGB (default 1)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "patch"),
+        help="whole images, or patches for high-resolution images (default whole)",
+    )
+    parser.add_argument(
+        "--patch-scale",
+        type=float,
+        help="in patch mode, scale images by this factor before cropping (default 1)",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=("none", "flatfield"),
+        help="illumination normalisation before the model",
+    )
+    parser.add_argument(
+        "--target-fpr",
+        type=float,
+        help="false-alarm rate the thresholds aim at on held-out normals (default 0.01)",
+    )
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Build a DetectorConfig from the default with the command-line overrides."""
+    from davae.config import DetectorConfig
+
+    overrides = {
+        "train__epochs": args.epochs,
+        "vae__image_size": args.image_size,
+        "vae__latent_dim": args.latent_dim,
+        "vae__channels": args.channels,
+        "augment__iterations": args.augment_iterations,
+        "train__mode": args.mode,
+        "train__patch_scale": args.patch_scale,
+        "preprocess__normalize": args.normalize,
+        "scoring__target_fpr": args.target_fpr,
+        "train__seed": args.seed,
+        "train__device": args.device,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    for name in args.no_augment:
+        overrides[f"augment__{name}"] = False
+    config = DetectorConfig().replace(**overrides) if overrides else DetectorConfig()
+    config.validate()
+    return config
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from davae.bundle import save_bundle
+    from davae.dataset import load_images
+    from davae.training import train_detector
+
+    config = config_from_args(args)
+    loaded = load_images(args.data, config.vae.channels)
+    for rejected in loaded.rejected:
+        print(f"rejected: {rejected.relative_path}: {rejected.message}", file=sys.stderr)
+    print(
+        f"{len(loaded.pixels)} images loaded, {len(loaded.rejected)} rejected, "
+        f"{len(loaded.ignored)} ignored",
+        file=sys.stderr,
+    )
+
+    bar = tqdm(total=config.train.epochs, unit="epoch", desc="training", file=sys.stderr)
+
+    def on_progress(progress) -> None:
+        if progress.phase == "training":
+            bar.update(progress.epoch - bar.n)
+            bar.set_postfix(train=f"{progress.train_loss:.1f}", val=f"{progress.val_loss:.1f}")
+        elif progress.phase == "calibrating":
+            bar.set_description("calibrating")
+
+    try:
+        detector = train_detector(
+            loaded.pixels, config, progress=on_progress, fingerprint=loaded.fingerprint()
+        )
+    finally:
+        bar.close()
+    digest = save_bundle(detector, args.out)
+    t = detector.thresholds
+    print(f"model written to {args.out} (sha256 {digest[:12]})")
+    print(
+        f"epochs run {len(detector.history)}, {detector.metadata['train_seconds']:.1f} s; "
+        f"thresholds: recon_{t.recon_reduction} {t.recon:.6g}, latent_{t.latent_metric} "
+        f"{t.latent:.6g} (target false-alarm rate {t.target_fpr:g})"
+    )
+    return 0
+
+
+def _display_path(source: str, relative: str) -> str:
+    if source and Path(source).is_dir():
+        return str(Path(source) / relative)
+    if source and source.lower().endswith(".zip"):
+        return f"{source}/{relative}"
+    return source or relative
+
+
+def command_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from davae.bundle import load_bundle
+    from davae.detector import ScoredFile
+    from davae.heatmap import overlay
+    from davae.inputs import Ignored, iter_inputs
+
+    detector = load_bundle(args.model)
+    if args.recon_threshold or args.latent_threshold:
+        detector = detector.with_thresholds(
+            args.recon_threshold or detector.thresholds.recon,
+            args.latent_threshold or detector.thresholds.latent,
+        )
+    heatmap_dir = Path(args.heatmaps) if args.heatmaps else None
+    if heatmap_dir is not None:
+        heatmap_dir.mkdir(parents=True, exist_ok=True)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"normal": 0, "anomalous": 0, "rejected": 0, "ignored": 0}
+    with open(out_path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=SCORE_COLUMNS)
+        writer.writeheader()
+        bar = tqdm(unit="img", desc="scoring", file=sys.stderr)
+        for item in detector.score_items(iter_inputs(args.inputs)):
+            bar.update(1)
+            row = dict.fromkeys(SCORE_COLUMNS, "")
+            row.update(
+                image_path=_display_path(
+                    item.source if not isinstance(item, ScoredFile) else item.file.source,
+                    item.relative_path,
+                ),
+                folder=item.file.folder if isinstance(item, ScoredFile) else item.folder,
+                file_name=item.file.name if isinstance(item, ScoredFile) else item.name,
+            )
+            if isinstance(item, ScoredFile):
+                result = item.result
+                label = "anomalous" if result.anomalous else "normal"
+                counts[label] += 1
+                row.update(
+                    sha256=item.file.sha256,
+                    width=item.image.width,
+                    height=item.image.height,
+                    pred_score=f"{result.combined:.6g}",
+                    recon_score=f"{result.recon_score:.6g}",
+                    latent_distance=f"{result.latent_score:.6g}",
+                    recon_mean=f"{result.raw.recon_mean:.6g}",
+                    recon_max=f"{result.raw.recon_max:.6g}",
+                    latent_euclidean=f"{result.raw.latent_euclidean:.6g}",
+                    latent_mahalanobis=f"{result.raw.latent_mahalanobis:.6g}",
+                    pred_label=label,
+                )
+                if heatmap_dir is not None:
+                    target = heatmap_dir / (item.relative_path + ".heatmap.png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    overlay(
+                        item.image.pixels, result.analysis.error_map, detector.heatmap_scale
+                    ).save(target)
+            elif isinstance(item, Ignored):
+                counts["ignored"] += 1
+                row.update(error=f"ignored: {item.reason}")
+            else:
+                counts["rejected"] += 1
+                row.update(error=item.message)
+            writer.writerow(row)
+        bar.close()
+    print(
+        f"{counts['normal'] + counts['anomalous']} scored ({counts['anomalous']} anomalous), "
+        f"{counts['rejected']} rejected, {counts['ignored']} ignored; results in {out_path}"
+    )
+    return 0
+
+
+def _format_metric(value: float) -> str:
+    return (
+        "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    )
+
+
+def print_report_table(report: dict, stream=sys.stdout) -> None:
+    header = ("score", "AUROC", "AUPR", "prec", "recall", "F1", "FPR", "R@1%", "R@5%")
+    keys = (
+        "image_auroc",
+        "aupr",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+        "recall_at_fpr_1",
+        "recall_at_fpr_5",
+    )
+    rows = [("combined", report["combined"]), *list(report["scores"].items())]
+    print("  ".join(f"{h:>18}" if i == 0 else f"{h:>7}" for i, h in enumerate(header)), file=stream)
+    for name, metrics in rows:
+        cells = [f"{name:>18}"] + [f"{_format_metric(metrics[k]):>7}" for k in keys]
+        print("  ".join(cells), file=stream)
+    print(
+        "per defect class (combined): "
+        + ", ".join(
+            f"{name} AUROC {_format_metric(entry['combined']['image_auroc'])} "
+            f"recall {_format_metric(entry['combined']['recall'])}"
+            for name, entry in report["per_class"].items()
+        ),
+        file=stream,
+    )
+    print(f"pixel AUROC: {_format_metric(report['pixel_auroc'])}", file=stream)
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from davae.bundle import load_bundle
+    from davae.evaluation import evaluate
+
+    detector = load_bundle(args.model)
+    bar = tqdm(unit="img", desc="evaluating", file=sys.stderr)
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = evaluate(detector, args.dataset, progress=on_progress)
+    finally:
+        bar.close()
+    report["model"] = str(args.model)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    print_report_table(report)
+    print(f"report written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m davae",
+        description=(
+            "DA-VAE Inspector: train an anomaly detector on normal images, score batches, evaluate."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log one line per phase")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model bundle on normal images",
+        description="Train a detector on normal images only.",
+    )
+    _add_train_options(train)
+    train.set_defaults(handler=command_train)
+
+    score = commands.add_parser(
+        "score",
+        help="score images and write a CSV",
+        description="Score images with a trained model bundle.",
+    )
+    score.add_argument("model", help="model bundle (.pt) written by train")
+    score.add_argument("inputs", nargs="+", help="image files, folders or ZIP archives")
+    score.add_argument("--out", required=True, help="CSV file to write")
+    score.add_argument("--heatmaps", help="folder to write heatmap overlays (PNG) into")
+    score.add_argument(
+        "--recon-threshold", type=float, help="override the reconstruction threshold"
+    )
+    score.add_argument(
+        "--latent-threshold", type=float, help="override the latent-distance threshold"
+    )
+    score.set_defaults(handler=command_score)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a model on an MVTec-style dataset",
+        description="Evaluate on test/good and test/<defect> folders.",
+    )
+    evaluate.add_argument("model", help="model bundle (.pt)")
+    evaluate.add_argument(
+        "dataset", help="dataset folder with train/good, test/good, test/<defect>"
+    )
+    evaluate.add_argument("--out", required=True, help="JSON report to write")
+    evaluate.set_defaults(handler=command_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return args.handler(args)
+    except DavaeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the CLI's last line of defence: one line, non-zero exit
+        logger.debug("unexpected failure", exc_info=True)
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
