@@ -13,6 +13,7 @@ Policies, applied to every image the same way:
   one exposure maps to the same values in every image. 32-bit integer images
   (how some 16-bit files open) are clipped to 0..65535 and scaled the same way.
 - Multi-page TIFF: the first page is used and a note records the page count.
+  A JPEG with extra images (MPO) is decoded the same way: the first image.
 - Colour is converted to the model's channel count: RGB to luminance
   (ITU-R BT.601 weights, as Pillow's ``"L"`` mode) or grayscale replicated to
   three channels.
@@ -32,6 +33,9 @@ from davae.config import InputLimits
 from davae.errors import DavaeError
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+# Pillow opens a JPEG with extra images (the MPF extension, written by many
+# phones and cameras) as format "MPO". Such a file is decoded as a JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
 SUPPORTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ALPHA_BACKGROUND = 1.0  # white, on the [0, 1] scale
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -72,11 +76,15 @@ def decode_image(
         raise DavaeError("empty_file", f"{name}: the file is empty (0 bytes)", name=name)
 
     image = _open_checked(data, name, limits)
+    image_format = _FORMAT_ALIASES.get(image.format, image.format)
     notes: list[str] = []
     page_count = int(getattr(image, "n_frames", 1) or 1)
     if page_count > 1:
         image.seek(0)
-        notes.append(f"multi-page TIFF with {page_count} pages: page 1 used")
+        if image_format == "TIFF":
+            notes.append(f"multi-page TIFF with {page_count} pages: page 1 used")
+        else:
+            notes.append(f"{image_format} with {page_count} images: image 1 used")
 
     try:
         image.load()
@@ -92,7 +100,6 @@ def decode_image(
             "not_an_image", f"{name}: not a readable image ({exc})", name=name, detail=str(exc)
         ) from exc
 
-    image_format = image.format or "unknown"
     image = ImageOps.exif_transpose(image)
     pixels = _to_float_array(image, name)
     return DecodedImage(
@@ -130,7 +137,7 @@ def _open_checked(data: bytes, name: str, limits: InputLimits) -> Image.Image:
                 "not_an_image", f"{name}: not a readable image ({exc})", name=name, detail=str(exc)
             ) from exc
 
-    if image.format not in SUPPORTED_FORMATS:
+    if _FORMAT_ALIASES.get(image.format, image.format) not in SUPPORTED_FORMATS:
         raise DavaeError(
             "unsupported_format",
             f"{name}: {image.format} images are not supported; "
