@@ -153,7 +153,9 @@ def _iter_path(
     if name.lower().endswith(".zip"):
         try:
             with zipfile.ZipFile(path) as archive:
-                yield from _iter_zip(archive, name, limits)
+                # The archive's own path is the source, so members of two
+                # archives with the same name in different folders stay apart.
+                yield from _iter_zip(archive, name, limits, str(path))
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             yield _zip_invalid(name, folder, exc, source)
         return
@@ -179,13 +181,13 @@ def _iter_zip_bytes(data: bytes, name: str, limits: InputLimits) -> Iterator[Inp
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            yield from _iter_zip(archive, name, limits)
+            yield from _iter_zip(archive, name, limits, name)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         yield _zip_invalid(name, "", exc, name)
 
 
 def _iter_zip(
-    archive: zipfile.ZipFile, archive_name: str, limits: InputLimits
+    archive: zipfile.ZipFile, archive_name: str, limits: InputLimits, source: str
 ) -> Iterator[InputItem]:
     members = [info for info in archive.infolist() if not info.is_dir()]
     if len(members) > limits.zip_max_members:
@@ -197,7 +199,7 @@ def _iter_zip(
             count=len(members),
             limit=limits.zip_max_members,
         )
-        yield Rejected.from_error(error, archive_name, "", archive_name)
+        yield Rejected.from_error(error, archive_name, "", source)
         return
     total = sum(info.file_size for info in members)
     if total > limits.zip_max_total_bytes:
@@ -209,12 +211,12 @@ def _iter_zip(
             size_bytes=total,
             limit_bytes=limits.zip_max_total_bytes,
         )
-        yield Rejected.from_error(error, archive_name, "", archive_name)
+        yield Rejected.from_error(error, archive_name, "", source)
         return
 
     for info in members:
         member_name = decode_member_name(info)
-        yield from _iter_zip_member(archive, info, member_name, archive_name, limits)
+        yield from _iter_zip_member(archive, info, member_name, archive_name, limits, source)
 
 
 def _iter_zip_member(
@@ -223,6 +225,7 @@ def _iter_zip_member(
     member_name: str,
     archive_name: str,
     limits: InputLimits,
+    source: str,
 ) -> Iterator[InputItem]:
     path = member_name.replace("\\", "/")
     parts = [p for p in path.split("/") if p not in ("", ".")]
@@ -235,14 +238,14 @@ def _iter_zip_member(
             "extracted",
             name=member_name,
         )
-        yield Rejected.from_error(error, name, folder, archive_name)
+        yield Rejected.from_error(error, name, folder, source)
         return
     if parts and parts[0] == "__MACOSX":
-        yield Ignored(name, folder, "macOS resource fork (__MACOSX)", archive_name)
+        yield Ignored(name, folder, "macOS resource fork (__MACOSX)", source)
         return
     hidden = next((p for p in parts if p.startswith(".")), None)
     if hidden is not None:
-        yield Ignored(name, folder, _hidden_reason(hidden), archive_name)
+        yield Ignored(name, folder, _hidden_reason(hidden), source)
         return
     if info.flag_bits & _ZIP_ENCRYPTED_FLAG:
         error = DavaeError(
@@ -250,7 +253,7 @@ def _iter_zip_member(
             f"{path}: the member is password-protected; add it without encryption",
             name=path,
         )
-        yield Rejected.from_error(error, name, folder, archive_name)
+        yield Rejected.from_error(error, name, folder, source)
         return
     if name.lower().endswith(".zip"):
         error = DavaeError(
@@ -260,9 +263,9 @@ def _iter_zip_member(
             extension=".zip",
             supported=", ".join(SUPPORTED_EXTENSIONS),
         )
-        yield Rejected.from_error(error, name, folder, archive_name)
+        yield Rejected.from_error(error, name, folder, source)
         return
-    rejection = _check_file(name, folder, info.file_size, limits, archive_name)
+    rejection = _check_file(name, folder, info.file_size, limits, source)
     if rejection is not None:
         yield rejection
         return
@@ -270,9 +273,9 @@ def _iter_zip_member(
         data = archive.read(info)
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         # A damaged member (bad CRC, unknown compression) loses only itself.
-        yield _zip_invalid(name, folder, exc, archive_name)
+        yield _zip_invalid(name, folder, exc, source)
         return
-    yield InputFile(name, folder, data, archive_name)
+    yield InputFile(name, folder, data, source)
 
 
 def decode_member_name(info: zipfile.ZipInfo) -> str:
