@@ -9,6 +9,9 @@ import numpy as np
 # Thresholds are divided by scores, so they must stay positive even when every
 # held-out image scores 0 (constant images reconstruct exactly).
 _MIN_THRESHOLD = 1e-12
+# Share of normal pixels drawn transparent. A median would tint half of every
+# clean image.
+HEATMAP_LOW_QUANTILE = 0.99
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,12 @@ class HeatmapScale:
 def heatmap_scale(error_maps: list[np.ndarray], recon_threshold_max: float) -> HeatmapScale:
     """Choose the colour range from the held-out normals' error maps.
 
-    ``low`` is the median pixel error of the normals. ``high`` is the
-    threshold on the map's maximum, so a pixel reaches full colour exactly
-    where it would flag the image on its own.
+    ``low`` is the ``HEATMAP_LOW_QUANTILE`` quantile of the normals' pixel
+    errors, so a normal image is transparent almost everywhere. ``high`` is
+    the threshold on the map's maximum, so a pixel reaches full colour
+    exactly where it would flag the image on its own.
     """
     pixels = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in error_maps])
-    low = float(np.median(pixels))
+    low = float(np.quantile(pixels, HEATMAP_LOW_QUANTILE))
     high = max(float(recon_threshold_max), low * 1.5, low + 1e-9)
     return HeatmapScale(low=low, high=high)
