@@ -116,14 +116,22 @@ class Detector:
             stride = max(
                 1, round(self.config.vae.image_size * self.config.scoring.patch_stride_fraction)
             )
+            scale = self.config.train.patch_scale
             analyses = []
-            for tensor in tensors:
+            for pixels, tensor in zip(images, tensors, strict=True):
                 large = analyze_large(
                     self.model, tensor.to(device), stride, sigma, self.config.scoring.batch_size
                 )
+                # prepare_scaled pads an image smaller than one window up to the
+                # window size, so crop back: the map and the scores cover the image only.
+                height = min(tensor.shape[-2], max(1, round(pixels.shape[0] * scale)))
+                width = min(tensor.shape[-1], max(1, round(pixels.shape[1] * scale)))
                 analyses.append(
                     self._to_analysis(
-                        large.error_map, large.window_latents, large.reconstruction, tensor
+                        large.error_map[:height, :width],
+                        large.window_latents,
+                        large.reconstruction[:, :height, :width],
+                        tensor[:, :height, :width],
                     )
                 )
             return analyses

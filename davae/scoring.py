@@ -132,9 +132,10 @@ def analyze_large(
         for top in window_origins(height, size, stride)
         for left in window_origins(width, size, stride)
     ]
-    error_sum = torch.zeros(height, width)
-    recon_sum = torch.zeros(channels, height, width)
-    counts = torch.zeros(height, width)
+    # On the image's device: error maps computed on a GPU are added into these.
+    error_sum = torch.zeros(height, width, device=image.device)
+    recon_sum = torch.zeros(channels, height, width, device=image.device)
+    counts = torch.zeros(height, width, device=image.device)
     latents = []
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
