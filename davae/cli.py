@@ -121,6 +121,18 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def require_paths(paths: Sequence[str]) -> None:
+    """Raise DavaeError ``input_not_found`` naming every path that does not exist.
+
+    A mistyped path on the command line is a usage error, so it stops the
+    command before any work instead of becoming one rejected row.
+    """
+    missing = [path for path in paths if not Path(path).exists()]
+    if missing:
+        names = ", ".join(missing)
+        raise DavaeError("input_not_found", f"{names}: no such file or folder", name=names)
+
+
 def command_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -129,6 +141,7 @@ def command_train(args: argparse.Namespace) -> int:
     from davae.training import train_detector
 
     config = config_from_args(args)
+    require_paths(args.data)
     loaded = load_images(args.data, config.vae.channels)
     for rejected in loaded.rejected:
         print(f"rejected: {rejected.relative_path}: {rejected.message}", file=sys.stderr)
@@ -181,6 +194,7 @@ def command_score(args: argparse.Namespace) -> int:
     from davae.inputs import Ignored, iter_inputs
 
     detector = load_bundle(args.model)
+    require_paths(args.inputs)
     if args.recon_threshold or args.latent_threshold:
         detector = detector.with_thresholds(
             args.recon_threshold or detector.thresholds.recon,
@@ -251,7 +265,8 @@ def _format_metric(value: float) -> str:
     )
 
 
-def print_report_table(report: dict, stream=sys.stdout) -> None:
+def print_report_table(report: dict, stream=None) -> None:
+    stream = stream if stream is not None else sys.stdout
     header = ("score", "AUROC", "AUPR", "prec", "recall", "F1", "FPR", "R@1%", "R@5%")
     keys = (
         "image_auroc",
@@ -287,16 +302,18 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from davae.evaluation import evaluate
 
     detector = load_bundle(args.model)
-    bar = tqdm(unit="img", desc="evaluating", file=sys.stderr)
+    bars: list[tqdm] = []  # created on the first report, after the dataset is checked
 
     def on_progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, unit="img", desc="evaluating", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
 
     try:
         report = evaluate(detector, args.dataset, progress=on_progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     report["model"] = str(args.model)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n", encoding="utf-8")
