@@ -39,6 +39,8 @@ ERROR_CODES: dict[str, tuple[str, ...]] = {
     "bundle_mismatch": ("detail",),
     # Long work.
     "cancelled": (),
+    # Comparative studies.
+    "study_invalid": ("path", "detail"),
 }
 
 
