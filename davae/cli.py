@@ -322,6 +322,53 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from davae.config import DetectorConfig
+    from davae.study import run_study
+    from davae.study_plan import StudySettings, quick_config
+
+    config = quick_config() if args.quick else DetectorConfig()
+    if args.epochs:
+        config = config.replace(train__epochs=args.epochs)
+    settings = StudySettings(
+        config=config,
+        ablation=not args.skip_ablation,
+        imbalance=not args.skip_imbalance,
+        seeds=args.seeds,
+        labelled_defects_per_class=args.labelled_defects,
+        quick=args.quick,
+    )
+    # The bar starts with the first report, after the dataset and settings
+    # are checked, so that an invalid input prints only the error line.
+    bars: list[tqdm] = []
+
+    def on_progress(step: int, total: int, message: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="step", file=sys.stderr))
+        bars[0].set_description(message, refresh=False)
+        bars[0].update(step - bars[0].n)
+
+    try:
+        result = run_study(
+            args.dataset, args.out, settings, cache_dir=args.cache, progress=on_progress
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    header = ("method", "AUROC", "AUPR", "prec", "recall", "F1", "FPR")
+    keys = ("image_auroc", "aupr", "precision", "recall", "f1", "fpr")
+    print(f"{header[0]:>18}  " + "  ".join(f"{h:>7}" for h in header[1:]))
+    for _, row in result.rows("main").iterrows():
+        cells = "  ".join(f"{_format_metric(row[key]):>7}" for key in keys)
+        print(f"{row['method']:>18}  {cells}")
+    if args.quick:
+        print("quick smoke run: a small model trained briefly, not a measure of detection quality")
+    print(f"results written to {result.directory} (results.csv, summary.md, HTML figures)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m davae",
@@ -369,6 +416,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", required=True, help="JSON report to write")
     evaluate.set_defaults(handler=command_evaluate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare DA-VAE with conventional detectors on an MVTec-style dataset",
+        description=(
+            "Train and evaluate DA-VAE, the same VAE without augmentation, a one-class SVM, "
+            "an isolation forest, PCA reconstruction error and a random forest on one split; "
+            "run the augmentation ablation and the imbalance study; write results.csv, "
+            "summary.md and HTML figures."
+        ),
+    )
+    compare.add_argument("dataset", help="dataset folder with train/good, test/good, test/<defect>")
+    compare.add_argument("--out", required=True, help="folder to write the study into")
+    compare.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="maximum training epochs of every DA-VAE model (default: the DA-VAE default)",
+    )
+    compare.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=5,
+        help="subsampling seeds per defect share in the imbalance study (default 5)",
+    )
+    compare.add_argument(
+        "--labelled-defects",
+        type=_positive_int,
+        default=10,
+        help="labelled defect images per class for the random forest, at most half of "
+        "each class; they are left out of every method's evaluation (default 10)",
+    )
+    compare.add_argument(
+        "--skip-ablation", action="store_true", help="skip the augmentation ablation"
+    )
+    compare.add_argument("--skip-imbalance", action="store_true", help="skip the imbalance study")
+    compare.add_argument(
+        "--cache",
+        help="folder for trained models, shared between studies (default OUT/cache)",
+    )
+    compare.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a small DA-VAE trained for a few epochs; the summary lists its settings",
+    )
+    compare.set_defaults(handler=command_compare)
     return parser
 
 
