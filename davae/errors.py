@@ -39,6 +39,18 @@ ERROR_CODES: dict[str, tuple[str, ...]] = {
     "bundle_mismatch": ("detail",),
     # Long work.
     "cancelled": (),
+    # Storage: database, stored files and the records in them.
+    "database_unavailable": ("url", "detail"),
+    "database_version": ("found", "supported"),
+    "write_failed": ("action", "detail"),
+    "label_not_saved": ("image_id", "file_name", "value", "detail"),
+    "batch_not_found": ("batch_id",),
+    "image_not_found": ("image_id",),
+    "model_not_found": ("model_version_id",),
+    "job_not_found": ("job_id",),
+    "batch_status_conflict": ("batch_id", "status", "action"),
+    "stored_file_missing": ("path",),
+    "worker_lost": ("job_id", "heartbeat_at"),
     # Comparative studies.
     "study_invalid": ("path", "detail"),
 }
