@@ -1,0 +1,141 @@
+"""The review page's queries: every image of a batch with scores and labels, and label counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from storage.batches import get_batch
+from storage.labels import latest_labels
+from storage.models import Batch, Image, ImageStatus, LabelValue, Score
+
+logger = logging.getLogger(__name__)
+
+
+class ImageRow(NamedTuple):
+    """One row of the review table. Score and label fields are None where absent."""
+
+    image_id: int
+    position: int
+    file_name: str
+    folder: str
+    sha256: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    stored_path: str | None
+    status: ImageStatus
+    rejection_code: str | None
+    rejection_message: str | None
+    recon_score: float | None
+    latent_euclidean: float | None
+    latent_mahalanobis: float | None
+    combined_score: float | None
+    heatmap_path: str | None
+    auto_label: LabelValue | None
+    human_label: LabelValue | None
+    final_label: LabelValue | None  # the human label if any, else the auto label
+    reviewer: str | None  # who set the latest human label
+    reviewed_at: datetime | None
+    comment: str | None  # of the latest human label
+
+
+def image_rows_statement(
+    batch: Batch, dialect_name: str, *, with_auto_thresholds: bool = False
+) -> Select[Any]:
+    """Build the SELECT behind ``batch_table`` for the given database dialect.
+
+    With ``with_auto_thresholds``, one more column holds the thresholds stored
+    with each image's latest auto label.
+    """
+    latest = latest_labels(batch.id, dialect_name)
+    auto, human = latest.auto, latest.human
+    extra = [auto.c.thresholds.label("auto_thresholds")] if with_auto_thresholds else []
+    statement = select(
+        Image.id.label("image_id"),
+        Image.position,
+        Image.file_name,
+        Image.folder,
+        Image.sha256,
+        Image.width,
+        Image.height,
+        Image.format,
+        Image.stored_path,
+        Image.status,
+        Image.rejection_code,
+        Image.rejection_message,
+        Score.recon_score,
+        Score.latent_euclidean,
+        Score.latent_mahalanobis,
+        Score.combined_score,
+        Score.heatmap_path,
+        auto.c.value.label("auto_label"),
+        human.c.value.label("human_label"),
+        func.coalesce(human.c.value, auto.c.value).label("final_label"),
+        human.c.reviewer.label("reviewer"),
+        human.c.created_at.label("reviewed_at"),
+        human.c.comment.label("comment"),
+        *extra,
+    ).select_from(Image)
+    statement = latest.join(statement).outerjoin(
+        Score,
+        and_(Score.image_id == Image.id, Score.model_version_id == batch.model_version_id),
+    )
+    return statement.where(Image.batch_id == batch.id).order_by(Image.position)
+
+
+def batch_table(session: Session, batch_id: int) -> list[ImageRow]:
+    """Return every image of a batch in upload order with scores and current labels.
+
+    ``pandas.DataFrame(rows)`` turns the result into a table. Raises
+    ``batch_not_found`` for an unknown batch.
+    """
+    batch = get_batch(session, batch_id)
+    # Core execution through the session's connection skips the ORM result
+    # layer, and fetching all rows at once avoids one driver call per row.
+    # Both stood out in a profile of a 10,000-row read.
+    connection = session.connection()
+    rows = connection.execute(image_rows_statement(batch, connection.dialect.name)).all()
+    return [ImageRow(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """The images of a batch by current label and review state."""
+
+    normal: int  # current label normal
+    anomalous: int  # current label anomalous
+    unlabelled: int  # scored, no label yet
+    pending: int  # not scored yet
+    rejected: int
+    human_reviewed: int  # images with at least one human label
+    total: int
+
+
+def label_counts(session: Session, batch_id: int) -> LabelCounts:
+    """Count a batch's images by current label, in one query."""
+    get_batch(session, batch_id)
+    latest = latest_labels(batch_id, session.get_bind().dialect.name)
+    final = func.coalesce(latest.human.c.value, latest.auto.c.value)
+    reviewed = latest.human.c.id.is_not(None)
+    statement = latest.join(select(Image.status, final, reviewed, func.count()).select_from(Image))
+    statement = statement.where(Image.batch_id == batch_id).group_by(Image.status, final, reviewed)
+    counts = dict.fromkeys(("normal", "anomalous", "unlabelled", "pending", "rejected"), 0)
+    human_reviewed = total = 0
+    for status, value, is_reviewed, count in session.execute(statement):
+        total += count
+        human_reviewed += count if is_reviewed else 0
+        if status == ImageStatus.REJECTED:
+            counts["rejected"] += count
+        elif value is not None:
+            counts[str(value)] += count
+        elif status == ImageStatus.PENDING:
+            counts["pending"] += count
+        else:
+            counts["unlabelled"] += count
+    return LabelCounts(**counts, human_reviewed=human_reviewed, total=total)
