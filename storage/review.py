@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, func, select, true
 from sqlalchemy.orm import Session
 
 from storage.batches import get_batch
@@ -55,6 +56,7 @@ def image_rows_statement(
     """
     latest = latest_labels(batch.id, dialect_name)
     auto, human = latest.auto, latest.human
+    score, join_score = _batch_scores(batch, dialect_name)
     extra = [auto.c.thresholds.label("auto_thresholds")] if with_auto_thresholds else []
     statement = select(
         Image.id.label("image_id"),
@@ -69,11 +71,11 @@ def image_rows_statement(
         Image.status,
         Image.rejection_code,
         Image.rejection_message,
-        Score.recon_score,
-        Score.latent_euclidean,
-        Score.latent_mahalanobis,
-        Score.combined_score,
-        Score.heatmap_path,
+        score.c.recon_score,
+        score.c.latent_euclidean,
+        score.c.latent_mahalanobis,
+        score.c.combined_score,
+        score.c.heatmap_path,
         auto.c.value.label("auto_label"),
         human.c.value.label("human_label"),
         func.coalesce(human.c.value, auto.c.value).label("final_label"),
@@ -82,11 +84,29 @@ def image_rows_statement(
         human.c.comment.label("comment"),
         *extra,
     ).select_from(Image)
-    statement = latest.join(statement).outerjoin(
-        Score,
-        and_(Score.image_id == Image.id, Score.model_version_id == batch.model_version_id),
-    )
+    statement = join_score(latest.join(statement))
     return statement.where(Image.batch_id == batch.id).order_by(Image.position)
+
+
+def _batch_scores(batch: Batch, dialect_name: str) -> tuple[Any, Callable[[Any], Any]]:
+    """Return each image's score under the batch's model, and the function that joins it.
+
+    On PostgreSQL a LATERAL lookup by the (image_id, model_version_id) index
+    keeps the cost proportional to the batch. With a plain join, PostgreSQL 15
+    hashed every score of the model once statistics existed, so a read grew
+    with the size of the whole database.
+    """
+    if dialect_name == "postgresql":
+        score = (
+            select(*Score.__table__.c)
+            .where(Score.image_id == Image.id, Score.model_version_id == batch.model_version_id)
+            .limit(1)
+            .lateral("batch_score")
+        )
+        return score, lambda statement: statement.outerjoin(score, true())
+    score = Score.__table__
+    on = and_(score.c.image_id == Image.id, score.c.model_version_id == batch.model_version_id)
+    return score, lambda statement: statement.outerjoin(score, on)
 
 
 def batch_table(session: Session, batch_id: int) -> list[ImageRow]:
