@@ -86,9 +86,11 @@ def test_identical_copies_score_identically(tiny, normal_images):
     image = normal_images(1, seed=21)[0]
     results = tiny.detector.score_pixels([image] * 5)
 
+    # Convolution kernels block the batch differently per position, so copies
+    # agree to float rounding (about 1e-6), not bit for bit.
     for result in results:
         assert_finite(result)
-        assert result.combined == results[0].combined
+        assert result.combined == pytest.approx(results[0].combined, rel=1e-5)
 
 
 def test_scores_repeat_exactly(tiny, normal_images):
