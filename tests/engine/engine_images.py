@@ -87,7 +87,11 @@ def zip_with_raw_name(raw_name: bytes, data: bytes) -> bytes:
 
 
 def tiny_config(**changes) -> DetectorConfig:
-    """Return the config of a detector that trains in seconds: 32 px input, width 8, latent 8."""
+    """Return the config of a detector that trains in seconds: 32 px input, width 8, latent 8.
+
+    Preprocessing and scoring settings are pinned too, so the tests keep
+    their meaning when the library's defaults change.
+    """
     base = DetectorConfig().replace(
         vae__image_size=32,
         vae__width=8,
@@ -95,8 +99,17 @@ def tiny_config(**changes) -> DetectorConfig:
         vae__depth=2,
         train__epochs=2,
         train__batch_size=8,
+        train__learning_rate=5e-4,
+        train__val_fraction=0.2,
+        train__mode="whole",
         augment__iterations=1,
+        preprocess__normalize="none",
         scoring__batch_size=8,
+        scoring__smoothing_sigma=2.0,
+        scoring__recon_reduction="max",
+        scoring__latent_metric="mahalanobis",
+        scoring__target_fpr=0.01,
+        scoring__patch_stride_fraction=0.5,
     )
     return base.replace(**changes) if changes else base
 

@@ -115,6 +115,23 @@ def test_identical_training_copies_give_finite_scores(identical_detector, normal
     assert different.raw.latent_euclidean > same.raw.latent_euclidean
 
 
+@pytest.mark.parametrize("mode", ["whole", "patch"])
+def test_flatfield_scores_finite(normal_images, mode):
+    config = tiny_config(
+        preprocess__normalize="flatfield", train__mode=mode, train__epochs=1, augment__iterations=0
+    )
+    detector = train_detector(normal_images(12, seed=6), config)
+    constant = np.full((40, 48, 1), 0.3, dtype=np.float32)
+    results = detector.score_pixels([constant, normal_images(1, seed=7)[0]])
+
+    for result in results:
+        assert_finite(result)
+        assert result.analysis.model_input.min() >= 0.0
+        assert result.analysis.model_input.max() <= 1.0
+    # A constant image is as bright as its surroundings everywhere: 0.5 after flat-fielding.
+    np.testing.assert_allclose(results[0].analysis.model_input, 0.5, atol=1e-4)
+
+
 def test_combined_is_one_at_boundary(tiny, normal_images):
     (result,) = tiny.detector.score_pixels(normal_images(1, seed=23))
     at_recon = tiny.detector.with_thresholds(result.recon_score, result.latent_score * 10)
