@@ -1,0 +1,9 @@
+"""The Train page (placeholder until the page is built)."""
+
+import streamlit as st
+
+from ui.context import page_header
+from ui.i18n import t
+
+page_header("train")
+st.info(t("common.placeholder"))

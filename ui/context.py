@@ -1,0 +1,85 @@
+"""What every page shares: the storage handle, the reviewer, and small display helpers.
+
+Storage is opened once per server process and per data location with
+``st.cache_resource``. The cache key is the data directory and database URL,
+so a process whose ``DAVAE_HOME`` changes (as in the tests) never gets
+another location's handle.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+from storage.db import Storage, StorageSettings, open_storage
+from ui.i18n import t
+
+logger = logging.getLogger(__name__)
+
+REVIEWER_KEY = "reviewer"
+# The batch a user last scored or opened; Review and Export start from it.
+CURRENT_BATCH_KEY = "current_batch_id"
+
+
+def _dispose_storage(storage: Storage) -> None:
+    storage.database.dispose()
+
+
+@st.cache_resource(show_spinner=False, on_release=_dispose_storage)
+def _open_storage(home: str, database_url: str) -> Storage:
+    return open_storage(StorageSettings(home=Path(home), database_url=database_url))
+
+
+def storage_settings() -> StorageSettings:
+    """Return the data location from ``DAVAE_HOME`` and ``DAVAE_DATABASE_URL``."""
+    return StorageSettings.from_env()
+
+
+def get_storage() -> Storage:
+    """Return the process's storage handle; raises ``database_unavailable`` if it cannot open."""
+    settings = storage_settings()
+    return _open_storage(str(settings.home), settings.database_url)
+
+
+def reviewer_input() -> str:
+    """Draw the reviewer name box in the sidebar; return the stripped name ("" when unset)."""
+    if REVIEWER_KEY not in st.session_state:
+        st.session_state[REVIEWER_KEY] = ""
+    st.sidebar.text_input(
+        t("sidebar.reviewer"),
+        key=REVIEWER_KEY,
+        max_chars=200,
+        placeholder=t("sidebar.reviewer_placeholder"),
+        help=t("sidebar.reviewer_help"),
+    )
+    return reviewer()
+
+
+def reviewer() -> str:
+    """Return the session's reviewer name, stripped; "" when none is set."""
+    return str(st.session_state.get(REVIEWER_KEY) or "").strip()
+
+
+def require_reviewer() -> str:
+    """Return the reviewer name, or show a warning and stop the page when none is set."""
+    name = reviewer()
+    if not name:
+        st.warning(t("common.reviewer_required"), icon=":material/person:")
+        st.stop()
+    return name
+
+
+def page_header(section: str) -> None:
+    """Draw a page's title and one-line introduction from ``<section>.title`` and ``.intro``."""
+    st.title(t(f"{section}.title"))
+    st.caption(t(f"{section}.intro"))
+
+
+def format_time(moment: datetime | None) -> str:
+    """Format a stored UTC time in the server's local time zone, to the second."""
+    if moment is None:
+        return ""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
