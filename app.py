@@ -20,6 +20,7 @@ context.reviewer_input()
 
 try:
     storage = context.get_storage()
+    context.start_app_worker()
 except DavaeError as error:
     show_error(error)
     st.stop()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m davae train | score | evaluate``.
+"""Command line: ``python -m davae train | score | evaluate | compare | worker``.
 
 Every command prints one line starting with ``error:`` and exits with status 2
 on a user error (bad input, settings or model file), and 1 on anything else.
@@ -369,6 +369,22 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_worker(args: argparse.Namespace) -> int:
+    from davae.worker import Worker, WorkerSettings
+    from storage.db import open_storage
+
+    # A long-running process logs its starts, stops and job failures even without -v.
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    settings = WorkerSettings(poll_interval_s=args.poll, stale_after_s=args.stale_after)
+    worker = Worker(open_storage(), settings)
+    try:
+        worker.run(until_idle=args.once)
+    except KeyboardInterrupt:
+        worker.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m davae",
@@ -461,6 +477,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke run: a small DA-VAE trained for a few epochs; the summary lists its settings",
     )
     compare.set_defaults(handler=command_compare)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run the jobs queued by the dashboard (training, scoring, evaluation)",
+        description=(
+            "Claim queued jobs from the database in DAVAE_HOME (or DAVAE_DATABASE_URL) and run "
+            "them one at a time, until interrupted."
+        ),
+    )
+    worker.add_argument(
+        "--once", action="store_true", help="exit when the queue is empty instead of waiting"
+    )
+    worker.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        help="seconds between looks at an empty queue (default 1)",
+    )
+    worker.add_argument(
+        "--stale-after",
+        type=float,
+        default=60.0,
+        help="seconds without a heartbeat after which a running job is re-queued (default 60)",
+    )
+    worker.set_defaults(handler=command_worker)
     return parser
 
 

@@ -9,16 +9,20 @@ another location's handle.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
 
+from davae.worker import BackgroundWorker, Worker
 from storage.db import Storage, StorageSettings, open_storage
 from ui.i18n import t
 
 logger = logging.getLogger(__name__)
 
+# Set to 0 when a separate `python -m davae worker` process runs the jobs.
+APP_WORKER_ENV = "DAVAE_APP_WORKER"
 REVIEWER_KEY = "reviewer"
 # The batch a user last scored or opened; Review and Export start from it.
 CURRENT_BATCH_KEY = "current_batch_id"
@@ -42,6 +46,30 @@ def get_storage() -> Storage:
     """Return the process's storage handle; raises ``database_unavailable`` if it cannot open."""
     settings = storage_settings()
     return _open_storage(str(settings.home), settings.database_url)
+
+
+def _stop_worker(background: BackgroundWorker) -> None:
+    background.stop()
+    background.worker.storage.database.dispose()
+
+
+@st.cache_resource(show_spinner=False, on_release=_stop_worker)
+def _app_worker(home: str, database_url: str) -> BackgroundWorker:
+    # The worker gets its own storage handle, so it outlives no page's handle.
+    storage = open_storage(StorageSettings(home=Path(home), database_url=database_url))
+    return BackgroundWorker(Worker(storage)).start()
+
+
+def start_app_worker() -> BackgroundWorker | None:
+    """Start this server process's background worker once; None when ``DAVAE_APP_WORKER=0``.
+
+    The worker runs in a thread of the server, not of a session, so closing a
+    tab or switching pages never stops a job.
+    """
+    if os.environ.get(APP_WORKER_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    settings = storage_settings()
+    return _app_worker(str(settings.home), settings.database_url)
 
 
 def reviewer_input() -> str:

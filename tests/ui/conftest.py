@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 import streamlit as st
 import torch
+from ui_helpers import REVIEWER, normal_pixels, tiny_config
+
+from storage import registry
+from storage.db import Storage, open_storage
+from storage.models import ModelVersion
 
 # Tiny models gain nothing from more threads, and the machine runs other work.
 torch.set_num_threads(1)
@@ -30,3 +35,47 @@ def davae_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield home
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny detector trained once per session on 24 generated normals, saved as a bundle."""
+    import numpy as np
+
+    from davae.bundle import save_bundle
+    from davae.training import train_detector
+
+    rng = np.random.default_rng(0)
+    images = [normal_pixels(rng)[..., None].astype(np.float32) / 255 for _ in range(24)]
+    detector = train_detector(images, tiny_config())
+    path = tmp_path_factory.mktemp("bundle") / "tiny.pt"
+    save_bundle(detector, path)
+    return path
+
+
+@pytest.fixture
+def storage_handle(davae_home: Path) -> Iterator[Storage]:
+    """Storage opened on the test's DAVAE_HOME, closed after the test."""
+    storage = open_storage()
+    yield storage
+    storage.database.dispose()
+
+
+@pytest.fixture
+def registered_model(storage_handle: Storage, tiny_bundle: Path) -> ModelVersion:
+    """The session's tiny bundle registered as version 1 of "needles", the default model."""
+    stored = storage_handle.files.store_model_bundle(tiny_bundle)
+    from davae.bundle import load_bundle
+
+    thresholds = load_bundle(tiny_bundle).thresholds.to_dict()
+    return storage_handle.database.run_write(
+        lambda session: registry.register_model_version(
+            session,
+            name="needles",
+            bundle=stored,
+            config=tiny_config().to_dict(),
+            thresholds={**thresholds, "review_low": None, "review_high": None},
+            created_by=REVIEWER,
+        ),
+        action="register the test model",
+    )
