@@ -16,8 +16,9 @@ A page enqueues a job with parameters from ``davae.worker_io``; a
   ``mode = "model"`` the test-set metrics of one model version, stored with it.
 
 Progress goes to the job row at most once per ``progress_interval_s``, apart
-from phase changes, which are written at once. A separate thread sends heartbeats, so a long step without progress reports
-never looks like a dead worker. A cancel request or :meth:`Worker.stop` is
+from phase changes, which are written at once. A separate thread sends
+heartbeats, so a long step without progress reports never looks like a dead
+worker. A cancel request or :meth:`Worker.stop` is
 seen between training batches and between scoring chunks. Running jobs whose
 heartbeat is older than ``stale_after_s`` go back to the queue, because their
 worker died.

@@ -1,4 +1,4 @@
-"""What every page shares: the storage handle, the reviewer, and small display helpers.
+"""Shared page context: the storage handle, the background worker, the reviewer, display helpers.
 
 Storage is opened once per server process and per data location with
 ``st.cache_resource``. The cache key is the data directory and database URL,
@@ -12,11 +12,13 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from davae.worker import BackgroundWorker, Worker
 from storage.db import Storage, StorageSettings, open_storage
+from storage.models import ModelVersion
 from ui.i18n import t
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,22 @@ def start_app_worker() -> BackgroundWorker | None:
         return None
     settings = storage_settings()
     return _app_worker(str(settings.home), settings.database_url)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_detector(bundle_sha256: str, path: str) -> Any:
+    from davae.bundle import load_bundle
+
+    return load_bundle(path)
+
+
+def load_detector(model: ModelVersion) -> Any:
+    """Load a registered model's bundle once per process, keyed by its SHA-256.
+
+    Raises ``bundle_invalid`` when the file is missing or damaged.
+    """
+    path = get_storage().files.resolve(model.bundle_path)
+    return _load_detector(model.bundle_sha256, str(path))
 
 
 def reviewer_input() -> str:

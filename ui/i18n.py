@@ -3,7 +3,7 @@
 Every string a user reads comes from ``ui/locales/<language>.toml``: English
 (``en``) and Korean (``ko``). A catalog has one table per page
 (``[train]``, ``[score]``, ...) plus ``[common]``, ``[sidebar]`` and
-``[error]``; nested tables add key parts, so ``[common.job_status]``
+``[error]``. Nested tables add key parts: ``[common.job_status]``
 ``running = "..."`` is the key ``common.job_status.running``. Values are
 ``str.format`` templates with named fields only: ``t("score.progress",
 done=3, total=10)``.
@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,15 @@ def error_text(
 def show_error(error: DavaeError) -> None:
     """Show a ``DavaeError`` in the session's language."""
     st.error(error_text(error.code, error.params, str(error)), icon=":material/error:")
+
+
+def option_labels(options: Iterable[Any], label: Callable[[Any], str]) -> Callable[[Any], str]:
+    """Return a widget ``format_func`` with every option's label translated now.
+
+    Streamlit may call ``format_func`` outside the script run (AppTest does),
+    where the session's language cannot be read, so the labels are fixed here.
+    """
+    return {option: label(option) for option in options}.__getitem__
 
 
 def language_selector() -> str:

@@ -7,13 +7,14 @@ test's storage handle or worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import streamlit as st
 import torch
-from ui_helpers import REVIEWER, normal_pixels, tiny_config
+from streamlit.testing.v1 import AppTest
+from ui_helpers import APP_PATH, REVIEWER, normal_pixels, tiny_config
 
 from storage import registry
 from storage.db import Storage, open_storage
@@ -79,3 +80,25 @@ def registered_model(storage_handle: Storage, tiny_bundle: Path) -> ModelVersion
         ),
         action="register the test model",
     )
+
+
+@pytest.fixture
+def open_app(davae_home: Path) -> Callable[..., AppTest]:
+    """Factory: run app.py as a new browser session, optionally on one page.
+
+    ``open_app("score", language="ko")`` sets the language and reviewer the way
+    the sidebar would, runs the router, then switches to the page.
+    """
+
+    def open_page(
+        page: str | None = None, *, language: str = "en", reviewer: str = REVIEWER
+    ) -> AppTest:
+        at = AppTest.from_file(str(APP_PATH), default_timeout=120)
+        at.session_state["language"] = language
+        at.session_state["reviewer"] = reviewer
+        at.run()
+        if page is not None:
+            at.switch_page(f"app_pages/{page}.py").run()
+        return at
+
+    return open_page

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +92,146 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 120.0, every_s: fl
             return value
         time.sleep(every_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+# -- reading what a page shows -------------------------------------------------
+
+# Element types whose ``value`` is text a user reads.
+_TEXT_ELEMENTS = {
+    "title",
+    "header",
+    "subheader",
+    "markdown",
+    "caption",
+    "text",
+    "info",
+    "warning",
+    "error",
+    "success",
+    "toast",
+}
+# Widget attributes that hold user-facing text.
+_WIDGET_TEXT = ("label", "help", "placeholder")
+
+
+def _plotly_texts(spec: dict[str, Any]) -> list[str]:
+    layout = spec.get("layout", {})
+    texts = [trace.get("name") for trace in spec.get("data", [])]
+    texts.append((layout.get("title") or {}).get("text"))
+    for name, axis in layout.items():
+        if name.startswith(("xaxis", "yaxis")) and isinstance(axis, dict):
+            texts.append((axis.get("title") or {}).get("text"))
+    texts += [annotation.get("text") for annotation in layout.get("annotations", [])]
+    return [text for text in texts if text]
+
+
+def visible_texts(node: Any) -> list[str]:
+    """Collect the text a user reads in an AppTest tree: headings, messages, labels, help,
+    options, table headers, metric labels and chart titles, axes and legends.
+
+    Cell values of tables and the raw configuration shown with ``st.json`` are
+    data, not page text, and are left out.
+    """
+    import json
+
+    texts: list[str] = []
+    kind = getattr(node, "type", "")
+    if kind in _TEXT_ELEMENTS:
+        texts.append(str(node.value))
+    elif kind == "dataframe":
+        texts += [str(column) for column in node.value.columns]
+    elif kind == "plotly_chart":
+        texts += _plotly_texts(json.loads(node.proto.spec))
+    elif kind in ("metric", "expander", "tab", "button", "download_button", "page_link"):
+        texts.append(str(getattr(node, "label", "") or node.proto.label))
+    elif kind not in ("json", "code"):
+        for attribute in _WIDGET_TEXT:
+            value = getattr(node, attribute, None)
+            if isinstance(value, str) and value:
+                texts.append(value)
+        options = getattr(node, "options", None)
+        if options:
+            texts += [str(option) for option in options]
+    if kind == "button_group":
+        texts += [option.content for option in node.proto.options]
+    for child in (getattr(node, "children", None) or {}).values():
+        texts += visible_texts(child)
+    return texts
+
+
+# Words that stay in English in the Korean catalog: field names, formats, units,
+# the product name, and each language's own name in the language selector.
+ALLOWED_WORDS = {
+    "CPU",
+    "GPU",
+    "AUROC",
+    "AUPR",
+    "ROC",
+    "FPR",
+    "F1",
+    "VAE",
+    "DA",
+    "ELBO",
+    "Mahalanobis",
+    "SVM",
+    "PCA",
+    "CSV",
+    "ZIP",
+    "PNG",
+    "JPEG",
+    "BMP",
+    "TIFF",
+    "RGB",
+    "MVTec",
+    "UTC",
+    "ID",
+    "KB",
+    "MB",
+    "GB",
+    "px",
+    "K",
+    "Inspector",
+    "English",
+}
+
+
+def english_words(text: str, data: Iterable[str] = ()) -> list[str]:
+    """Return the English words in ``text`` that are neither allowed terms nor data.
+
+    ``data`` lists values the page shows from the database or the file system
+    (file names, model names, paths); they are removed first. Words in paths
+    (anything with a slash) are taken as folder names.
+    """
+    import re
+
+    for value in sorted(data, key=len, reverse=True):
+        text = text.replace(value, " ")
+    words = []
+    for token in text.split():
+        if "/" in token or "\\" in token:
+            continue
+        words += re.findall(r"[A-Za-z]{2,}", token)
+    return [word for word in words if word not in ALLOWED_WORDS]
+
+
+def wait_for_job(storage: Any, job_id: int, timeout_s: float = 300.0) -> Any:
+    """Wait until a job has finished (done, failed or cancelled) and return it."""
+    from storage import jobs
+
+    def finished() -> Any:
+        with storage.database.read() as session:
+            job = jobs.get_job(session, job_id)
+        return job if job.status.value in ("done", "failed", "cancelled") else None
+
+    return wait_for(finished, timeout_s)
+
+
+def newest_job_id(storage: Any) -> int:
+    from storage import jobs
+
+    with storage.database.read() as session:
+        return jobs.list_recent_jobs(session, limit=1)[0].id
+
+
+def all_text(at: Any) -> str:
+    return "\n".join(visible_texts(at.main) + visible_texts(at.sidebar))
