@@ -24,6 +24,7 @@ from davae.config import DetectorConfig
 from davae.detector import RAW_SCORE_NAMES, Detector
 from davae.errors import DavaeError
 from davae.model import ConvVAE
+from davae.multiscale import ErrorStats, FeatureStats
 from davae.scoring import LatentStats
 
 BUNDLE_FORMAT = "davae-bundle"
@@ -59,8 +60,12 @@ def detector_to_dict(detector: Detector) -> dict[str, Any]:
         "heatmap_scale": detector.heatmap_scale.to_dict(),
         "calibration": {
             name: torch.as_tensor(np.asarray(detector.calibration[name], dtype=np.float64))
-            for name in RAW_SCORE_NAMES
+            for name in detector.score_names
         },
+        "error_stats": None if detector.error_stats is None else detector.error_stats.to_dict(),
+        "feature_stats": (
+            None if detector.feature_stats is None else detector.feature_stats.to_dict()
+        ),
         "history": [dict(entry) for entry in detector.history],
         "fingerprint": dict(detector.fingerprint),
         "metadata": dict(detector.metadata),
@@ -182,7 +187,21 @@ def detector_from_dict(
             raise ValueError("latent statistics do not match the latent size")
         thresholds = Thresholds(**data["thresholds"])
         scale = HeatmapScale(**data["heatmap_scale"])
-        calibration = {name: data["calibration"][name].numpy() for name in RAW_SCORE_NAMES}
+        error_stats = feature_stats = None
+        if data.get("error_stats") is not None:
+            error_stats = ErrorStats.from_dict(data["error_stats"])
+        if data.get("feature_stats") is not None:
+            feature_stats = FeatureStats.from_dict(data["feature_stats"])
+        if config.scoring.error_normalization == "pixel" and error_stats is None:
+            raise ValueError(
+                "per-pixel error normalisation is configured but its statistics are missing"
+            )
+        if config.scoring.uses_features and feature_stats is None:
+            raise ValueError(
+                "the multi-scale latent distance is configured but its statistics are missing"
+            )
+        names = [n for n in RAW_SCORE_NAMES if n != "latent_multiscale" or feature_stats]
+        calibration = {name: data["calibration"][name].numpy() for name in names}
     except DavaeError as exc:
         # A stored setting outside the allowed values means the file is at fault, not the user.
         raise DavaeError(
@@ -209,4 +228,6 @@ def detector_from_dict(
         history=list(data["history"]),
         fingerprint=dict(data["fingerprint"]),
         metadata={**data["metadata"], "library_version": data["library_version"]},
+        error_stats=error_stats,
+        feature_stats=feature_stats,
     )

@@ -180,11 +180,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """How error maps and latents become the two scores and the decision."""
+    """How error maps and latents become the two scores and the decision.
+
+    ``error_normalization="pixel"`` standardises each pixel of the smoothed
+    error map by its mean and standard deviation over the normal training
+    images. ``latent_metric`` picks the thresholded latent distance:
+    ``"mahalanobis"`` or ``"euclidean"`` on the latent vector, or
+    ``"multiscale"``, the largest per-position Mahalanobis distance of the
+    encoder stages ``multiscale_stages`` pooled onto a ``multiscale_grid``
+    square grid. The per-position options apply in whole-image mode; patch
+    mode trains with ``"none"`` and ``"mahalanobis"`` instead.
+    """
 
     smoothing_sigma: float = 2.0  # Gaussian sigma in model-input pixels
     recon_reduction: str = "max"  # which reduction of the error map is thresholded
+    error_normalization: str = "none"
     latent_metric: str = "mahalanobis"
+    multiscale_stages: tuple[int, ...] = (1, 2, 3)
+    multiscale_grid: int = 16
     target_fpr: float = 0.01  # false-alarm rate the thresholds aim at on held-out normals
     batch_size: int = 32
     patch_stride_fraction: float = 0.5  # sliding-window stride as a fraction of the patch
@@ -192,11 +205,25 @@ class ScoringConfig:
     def validate(self) -> None:
         _check_range("smoothing_sigma", self.smoothing_sigma, 0.0, 32.0)
         _check_choice("recon_reduction", self.recon_reduction, ("max", "mean"))
-        _check_choice("latent_metric", self.latent_metric, ("mahalanobis", "euclidean"))
+        _check_choice("error_normalization", self.error_normalization, ("none", "pixel"))
+        _check_choice(
+            "latent_metric", self.latent_metric, ("mahalanobis", "euclidean", "multiscale")
+        )
+        stages = self.multiscale_stages
+        if not stages or len(set(stages)) != len(stages) or min(stages) < 0:
+            raise invalid_setting(
+                "multiscale_stages", stages, "distinct encoder stage numbers from 0"
+            )
+        if not (1 <= self.multiscale_grid <= 64):
+            raise invalid_setting("multiscale_grid", self.multiscale_grid, "1 to 64")
         _check_range("target_fpr", self.target_fpr, 0.0001, 0.5)
         if not (1 <= self.batch_size <= 4096):
             raise invalid_setting("scoring batch_size", self.batch_size, "1 to 4096")
         _check_range("patch_stride_fraction", self.patch_stride_fraction, 0.1, 1.0)
+
+    @property
+    def uses_features(self) -> bool:
+        return self.latent_metric == "multiscale"
 
 
 @dataclass(frozen=True)
@@ -212,6 +239,26 @@ class DetectorConfig:
     def validate(self) -> None:
         for part in (self.vae, self.train, self.augment, self.preprocess, self.scoring):
             part.validate()
+        if self.scoring.uses_features and max(self.scoring.multiscale_stages) >= self.vae.depth:
+            raise invalid_setting(
+                "multiscale_stages",
+                self.scoring.multiscale_stages,
+                f"stage numbers below the encoder depth ({self.vae.depth})",
+            )
+
+    def effective(self) -> DetectorConfig:
+        """The configuration training actually uses.
+
+        Patch mode slides windows over images of any size, so a position in
+        a window is not the same place in every image: per-position
+        statistics do not apply there, and the per-position options fall
+        back to plain error maps and the latent-vector Mahalanobis distance.
+        """
+        if self.train.mode != "patch":
+            return self
+        return self.replace(
+            scoring__error_normalization="none", scoring__latent_metric="mahalanobis"
+        )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -227,6 +274,10 @@ class DetectorConfig:
             part_cls = part.default_factory  # type: ignore[misc]
             known = {f.name for f in dataclasses.fields(part_cls)}
             values = {k: v for k, v in (data.get(part.name) or {}).items() if k in known}
+            for name, value in values.items():
+                # JSON and some stores turn tuples into lists; the dataclasses want tuples.
+                if isinstance(value, list):
+                    values[name] = tuple(value)
             parts[part.name] = part_cls(**values)
         return cls(**parts)
 

@@ -18,13 +18,20 @@ from davae.errors import DavaeError, TrainingCancelled
 from davae.imageio import DecodedImage, decode_image
 from davae.inputs import Ignored, InputFile, Rejected
 from davae.model import ConvVAE
+from davae.multiscale import ErrorStats, FeatureStats
 from davae.preprocess import prepare
 from davae.scoring import LatentStats, RawScores, analyze_batch, analyze_large, raw_scores
 
 logger = logging.getLogger(__name__)
 
 # Names of the raw scores kept for each held-out calibration image.
-RAW_SCORE_NAMES = ("recon_mean", "recon_max", "latent_euclidean", "latent_mahalanobis")
+RAW_SCORE_NAMES = (
+    "recon_mean",
+    "recon_max",
+    "latent_euclidean",
+    "latent_mahalanobis",
+    "latent_multiscale",
+)
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Analysis:
     error_map: np.ndarray  # (h, w) smoothed squared error in model-input space
     reconstruction: np.ndarray  # (h, w, C) in [0, 1], model-input space
     model_input: np.ndarray  # (h, w, C) in [0, 1]
+    distance_map: np.ndarray | None = None  # (G, G) multi-scale latent distances, if fitted
 
 
 @dataclass
@@ -87,12 +95,21 @@ class Detector:
     history: list[dict[str, float]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    error_stats: ErrorStats | None = None  # per-pixel error normalisation, if configured
+    feature_stats: FeatureStats | None = None  # multi-scale latent statistics, if configured
 
     def __post_init__(self) -> None:
         # Channels-last weights let oneDNN pick faster convolution kernels. On 2
         # CPU threads the default model scored 17-44 % more images per CPU-second
         # in A/B runs of benchmarks/bench_engine.py. Scores change by about 1e-6.
         self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The raw scores this detector computes (multi-scale only with its statistics)."""
+        if self.feature_stats is None:
+            return tuple(name for name in RAW_SCORE_NAMES if name != "latent_multiscale")
+        return RAW_SCORE_NAMES
 
     @property
     def channels(self) -> int:
@@ -144,13 +161,30 @@ class Detector:
 
         analyses = []
         batch_size = self.config.scoring.batch_size
+        feature_stats = self.feature_stats
         for start in range(0, len(tensors), batch_size):
             batch = torch.stack(tensors[start : start + batch_size]).to(device)
-            out = analyze_batch(self.model, batch, sigma)
+            out = analyze_batch(
+                self.model,
+                batch,
+                sigma,
+                feature_stats.stages if feature_stats else None,
+                feature_stats.grid if feature_stats else 16,
+            )
+            error_maps = out.error_maps.float().cpu()
+            if self.error_stats is not None:
+                error_maps = self.error_stats.normalize(error_maps)
+            distance_maps = None
+            if feature_stats is not None and out.features is not None:
+                distance_maps = feature_stats.distance_maps(out.features.float().cpu())
             for i in range(batch.shape[0]):
                 analyses.append(
                     self._to_analysis(
-                        out.error_maps[i], out.latents[i : i + 1], out.reconstructions[i], batch[i]
+                        error_maps[i],
+                        out.latents[i : i + 1],
+                        out.reconstructions[i],
+                        batch[i],
+                        None if distance_maps is None else distance_maps[i],
                     )
                 )
         return analyses
@@ -161,13 +195,15 @@ class Detector:
         latents: torch.Tensor,
         recon: torch.Tensor,
         model_input: torch.Tensor,
+        distance_map: torch.Tensor | None = None,
     ) -> Analysis:
         error_map, latents = error_map.float().cpu(), latents.float().cpu()
         return Analysis(
-            raw=raw_scores(error_map, latents, self.stats),
+            raw=raw_scores(error_map, latents, self.stats, distance_map),
             error_map=error_map.numpy(),
             reconstruction=recon.float().cpu().permute(1, 2, 0).numpy(),
             model_input=model_input.float().cpu().permute(1, 2, 0).numpy(),
+            distance_map=None if distance_map is None else distance_map.numpy(),
         )
 
     def decide(self, analysis: Analysis) -> ImageResult:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from davae.config import InputLimits
 from davae.dataset import MVTecDataset, TestImage, open_mvtec
-from davae.detector import RAW_SCORE_NAMES, Detector
+from davae.detector import Detector
 from davae.errors import DavaeError
 from davae.heatmap import resize_map
 from davae.imageio import decode_image
@@ -33,7 +33,7 @@ class TestScores:
     """Scores of every test image, in dataset order."""
 
     images: list[TestImage] = field(default_factory=list)
-    raw: dict[str, list[float]] = field(default_factory=lambda: {n: [] for n in RAW_SCORE_NAMES})
+    raw: dict[str, list[float]] = field(default_factory=dict)
     combined: list[float] = field(default_factory=list)
     anomalous: list[bool] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
@@ -55,7 +55,7 @@ def score_test_set(
     """Score every test image; keep downscaled maps and masks for pixel AUROC."""
     limits = limits or InputLimits()
     has_masks = with_pixels and any(t.mask_path for t in dataset.test)
-    out = TestScores()
+    out = TestScores(raw={name: [] for name in detector.score_names})
     batch_size = detector.config.scoring.batch_size
     total = len(dataset.test)
     for start in range(0, total, batch_size):
@@ -74,7 +74,7 @@ def score_test_set(
         results = detector.score_pixels([image.pixels for image in decoded])
         for test_image, image, result in zip(kept, decoded, results, strict=True):
             out.images.append(test_image)
-            for name in RAW_SCORE_NAMES:
+            for name in detector.score_names:
                 out.raw[name].append(getattr(result.raw, name))
             out.combined.append(result.combined)
             out.anomalous.append(result.anomalous)
@@ -120,7 +120,7 @@ def build_report(detector: Detector, scores: TestScores) -> dict[str, Any]:
         name: score_metrics(
             labels, np.array(scores.raw[name]), single_score_threshold(detector, name)
         )
-        for name in RAW_SCORE_NAMES
+        for name in detector.score_names
     }
     per_class: dict[str, Any] = {}
     defects = np.array([t.defect for t in scores.images])
@@ -135,7 +135,7 @@ def build_report(detector: Detector, scores: TestScores) -> dict[str, Any]:
                     np.array(scores.raw[name])[keep],
                     single_score_threshold(detector, name),
                 )
-                for name in RAW_SCORE_NAMES
+                for name in detector.score_names
             },
         }
     return {

@@ -58,13 +58,31 @@ class ConvVAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map (N, C, S, S) images to the latent mean and log-variance, each (N, D)."""
-        features = self.encoder(x).flatten(1)  # (N, C_last * s * s)
-        mu, raw_logvar = self.to_stats(features).chunk(2, dim=1)
+        return self.latent_from_bottom(self.encoder(x))
+
+    def latent_from_bottom(self, bottom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map the last encoder stage (N, C_last, s, s) to the latent mean and log-variance."""
+        mu, raw_logvar = self.to_stats(bottom.flatten(1)).chunk(2, dim=1)
         # A sigmoid keeps the log-variance inside [logvar_min, logvar_max] with
         # a gradient everywhere, unlike a hard clamp.
         low, high = self.config.logvar_min, self.config.logvar_max
         logvar = low + (high - low) * torch.sigmoid(raw_logvar)
         return mu, logvar
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Run the encoder and return each stage's output: the multi-scale features.
+
+        Stage i has shape (N, width_i, S / 2^(i+1), S / 2^(i+1)); the last one
+        is what ``latent_from_bottom`` reads.
+        """
+        outputs = []
+        h = x
+        layers = list(self.encoder)
+        for start in range(0, len(layers), 3):  # conv, norm, activation per stage
+            for layer in layers[start : start + 3]:
+                h = layer(h)
+            outputs.append(h)
+        return outputs
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """Draw z = mu + sigma * eps with eps ~ N(0, I) (the reparameterisation trick)."""

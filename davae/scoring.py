@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from davae.model import ConvVAE
+from davae.multiscale import pooled_features
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,32 @@ class BatchAnalysis:
     error_maps: torch.Tensor  # (N, H, W) smoothed squared error, mean over channels
     latents: torch.Tensor  # (N, D) latent means
     reconstructions: torch.Tensor  # (N, C, H, W)
+    features: torch.Tensor | None = None  # (N, C_sum, G, G) pooled encoder stages, if asked
 
 
 @torch.inference_mode()
-def analyze_batch(model: ConvVAE, images: torch.Tensor, smoothing_sigma: float) -> BatchAnalysis:
-    """Run (N, C, S, S) images through the model in eval mode, from the latent mean."""
+def analyze_batch(
+    model: ConvVAE,
+    images: torch.Tensor,
+    smoothing_sigma: float,
+    feature_stages: tuple[int, ...] | None = None,
+    feature_grid: int = 16,
+) -> BatchAnalysis:
+    """Run (N, C, S, S) images through the model in eval mode, from the latent mean.
+
+    With ``feature_stages``, also return those encoder stages pooled onto a
+    ``feature_grid`` square grid (see :func:`davae.multiscale.pooled_features`).
+    """
     model.eval()
-    mu, _ = model.encode(images)
+    stages = model.stage_features(images)
+    mu, _ = model.latent_from_bottom(stages[-1])
     reconstructions = model.decode(mu)
     error = (reconstructions - images).pow(2).mean(dim=1, keepdim=True)  # (N, 1, S, S)
     error_maps = smooth_error_maps(error, smoothing_sigma)[:, 0]
-    return BatchAnalysis(error_maps, mu, reconstructions)
+    features = None
+    if feature_stages:
+        features = pooled_features(stages, feature_stages, feature_grid)
+    return BatchAnalysis(error_maps, mu, reconstructions, features)
 
 
 def window_origins(length: int, window: int, stride: int) -> list[int]:
@@ -157,31 +173,45 @@ def analyze_large(
 
 @dataclass(frozen=True)
 class RawScores:
-    """Both reductions of the error map and both latent distances for one image."""
+    """Both reductions of the error map and the latent distances for one image.
+
+    ``latent_multiscale`` is None for a detector without feature statistics.
+    """
 
     recon_mean: float
     recon_max: float
     latent_euclidean: float
     latent_mahalanobis: float
+    latent_multiscale: float | None = None
 
     def recon(self, reduction: str) -> float:
         return self.recon_max if reduction == "max" else self.recon_mean
 
     def latent(self, metric: str) -> float:
-        return self.latent_mahalanobis if metric == "mahalanobis" else self.latent_euclidean
+        value = getattr(self, f"latent_{metric}")
+        if value is None:
+            raise ValueError(f"latent metric {metric!r} was not computed for this detector")
+        return value
 
 
-def raw_scores(error_map: torch.Tensor, latents: torch.Tensor, stats: LatentStats) -> RawScores:
-    """Reduce one image's (H, W) error map and (P, D) latents to raw scores.
+def raw_scores(
+    error_map: torch.Tensor,
+    latents: torch.Tensor,
+    stats: LatentStats,
+    distance_map: torch.Tensor | None = None,
+) -> RawScores:
+    """Reduce one image's (H, W) error map, (P, D) latents and optional distance map.
 
     With several latents (one per sliding window) the largest distance counts,
-    as a defect shows in the window that contains it.
+    as a defect shows in the window that contains it; likewise the largest
+    value of the per-position ``distance_map``.
     """
     return RawScores(
         recon_mean=float(error_map.mean()),
         recon_max=float(error_map.max()),
         latent_euclidean=float(stats.euclidean(latents).max()),
         latent_mahalanobis=float(stats.mahalanobis(latents).max()),
+        latent_multiscale=None if distance_map is None else float(distance_map.max()),
     )
 
 

@@ -15,11 +15,12 @@ import torch
 from davae.augment import augment_batch, build_augmentation
 from davae.calibration import HeatmapScale, Thresholds, calibrate_thresholds, heatmap_scale
 from davae.config import MIN_TRAINING_IMAGES, DetectorConfig
-from davae.detector import RAW_SCORE_NAMES, Detector, choose_device
+from davae.detector import Detector, choose_device
 from davae.errors import DavaeError, TrainingCancelled
 from davae.model import ConvVAE, vae_loss
+from davae.multiscale import MAX_FEATURE_FIT_IMAGES, ErrorStats, FeatureStats
 from davae.preprocess import prepare
-from davae.scoring import LatentStats, window_origins
+from davae.scoring import LatentStats, analyze_batch, window_origins
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +124,6 @@ def _validation_loss(
         total += float(loss) * batch.shape[0]
         count += batch.shape[0]
     return total / max(count, 1)
-
-
-@torch.inference_mode()
-def _latents(model: ConvVAE, samples: torch.Tensor, batch_size: int, device) -> np.ndarray:
-    model.eval()
-    chunks = [
-        model.encode(samples[start : start + batch_size].to(device))[0].cpu()
-        for start in range(0, samples.shape[0], batch_size)
-    ]
-    return torch.cat(chunks).numpy()
 
 
 def fit_model(
@@ -252,7 +243,7 @@ def train_detector(
     and calibrates the thresholds and the heatmap scale. Raises DavaeError
     before any training if the settings are invalid or there are too few images.
     """
-    config = config or DetectorConfig()
+    config = (config or DetectorConfig()).effective()
     config.validate()
     for index, pixels in enumerate(images):
         if pixels.ndim != 3 or pixels.shape[2] != config.vae.channels:
@@ -285,13 +276,13 @@ def train_detector(
             )
         )
     logger.info("calibrating thresholds on %d held-out images", len(val_index))
-    stats = LatentStats.fit(
-        _latents(model, train.fixed_samples(limit=20_000), config.scoring.batch_size, device)
-    )
+    stats, error_stats, feature_stats = fit_normal_statistics(model, train, config, device)
     detector = Detector(
         model=model,
         config=config,
         stats=stats,
+        error_stats=error_stats,
+        feature_stats=feature_stats,
         # Placeholders until calibrate() below replaces them from held-out images.
         thresholds=Thresholds(
             1.0,
@@ -324,12 +315,52 @@ def train_detector(
     return detector
 
 
+@torch.inference_mode()
+def fit_normal_statistics(
+    model: ConvVAE, train: _SampleSource, config: DetectorConfig, device: torch.device
+) -> tuple[LatentStats, ErrorStats | None, FeatureStats | None]:
+    """Fit what scores are measured against, on the (unaugmented) training images.
+
+    Returns the latent-vector statistics, and per the scoring configuration the
+    per-pixel error statistics and the multi-scale feature statistics.
+    """
+    scoring = config.scoring
+    samples = train.fixed_samples(limit=20_000)
+    latents, error_maps, features = [], [], []
+    feature_stages = scoring.multiscale_stages if scoring.uses_features else None
+    feature_limit = min(samples.shape[0], MAX_FEATURE_FIT_IMAGES)
+    for start in range(0, samples.shape[0], scoring.batch_size):
+        batch = samples[start : start + scoring.batch_size].to(device)
+        want_features = feature_stages is not None and start < feature_limit
+        out = analyze_batch(
+            model,
+            batch,
+            scoring.smoothing_sigma,
+            feature_stages if want_features else None,
+            scoring.multiscale_grid,
+        )
+        latents.append(out.latents.float().cpu())
+        if scoring.error_normalization == "pixel":
+            error_maps.append(out.error_maps.float().cpu())
+        if out.features is not None:
+            features.append(out.features.float().cpu())
+
+    stats = LatentStats.fit(torch.cat(latents).numpy())
+    error_stats = ErrorStats.fit(torch.cat(error_maps)) if error_maps else None
+    feature_stats = None
+    if features:
+        logger.info("fitting multi-scale statistics on %d images", feature_limit)
+        stacked = torch.cat(features)[:feature_limit].numpy()
+        feature_stats = FeatureStats.fit(stacked, tuple(scoring.multiscale_stages))
+    return stats, error_stats, feature_stats
+
+
 def calibrate(detector: Detector, normal_images: list[np.ndarray]) -> None:
     """Set thresholds, heatmap scale and calibration scores from held-out normals."""
     analyses = detector.analyze(normal_images)
     calibration = {
         name: np.array([getattr(a.raw, name) for a in analyses], dtype=np.float64)
-        for name in RAW_SCORE_NAMES
+        for name in detector.score_names
     }
     scoring = detector.config.scoring
     thresholds = calibrate_thresholds(
