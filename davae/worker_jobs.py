@@ -276,6 +276,7 @@ def _chunk_scorer(worker: Worker, model: Any, detector: Any):
                     recon_score=result.recon_score,
                     latent_euclidean=result.raw.latent_euclidean,
                     latent_mahalanobis=result.raw.latent_mahalanobis,
+                    latent_multiscale=result.raw.latent_multiscale,
                     combined_score=result.combined,
                     heatmap_path=heatmap_path,
                 )

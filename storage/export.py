@@ -38,6 +38,7 @@ class ExportRow(NamedTuple):
     recon_score: float | None
     latent_euclidean: float | None
     latent_mahalanobis: float | None
+    latent_multiscale: float | None
     combined_score: float | None
     thresholds: dict[str, Any]  # those of the latest auto label, else the batch's
     auto_label: LabelValue | None
@@ -73,6 +74,7 @@ def export_rows(session: Session, batch_id: int) -> list[ExportRow]:
                 recon_score=image.recon_score,
                 latent_euclidean=image.latent_euclidean,
                 latent_mahalanobis=image.latent_mahalanobis,
+                latent_multiscale=image.latent_multiscale,
                 combined_score=image.combined_score,
                 thresholds=auto_thresholds or batch.thresholds,
                 auto_label=image.auto_label,

@@ -28,6 +28,7 @@ class ScorePoint(NamedTuple):
     recon_score: float
     latent_euclidean: float
     latent_mahalanobis: float
+    latent_multiscale: float | None
     combined_score: float
 
 
@@ -67,6 +68,7 @@ def score_history(
             Score.recon_score,
             Score.latent_euclidean,
             Score.latent_mahalanobis,
+            Score.latent_multiscale,
             Score.combined_score,
         )
         .join(Image, Image.id == Score.image_id)

@@ -238,6 +238,7 @@ class Score(Base):
     recon_score: Mapped[float]  # the reduction named in the thresholds ("max" or "mean")
     latent_euclidean: Mapped[float]
     latent_mahalanobis: Mapped[float]
+    latent_multiscale: Mapped[float | None]  # only for models with multi-scale statistics
     combined_score: Mapped[float]  # max(recon / t_recon, latent / t_latent) when scored
     heatmap_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -36,6 +36,7 @@ class ImageRow(NamedTuple):
     recon_score: float | None
     latent_euclidean: float | None
     latent_mahalanobis: float | None
+    latent_multiscale: float | None
     combined_score: float | None
     heatmap_path: str | None
     auto_label: LabelValue | None
@@ -74,6 +75,7 @@ def image_rows_statement(
         score.c.recon_score,
         score.c.latent_euclidean,
         score.c.latent_mahalanobis,
+        score.c.latent_multiscale,
         score.c.combined_score,
         score.c.heatmap_path,
         auto.c.value.label("auto_label"),

@@ -67,6 +67,7 @@ class NewScore:
     latent_mahalanobis: float
     combined_score: float
     heatmap_path: str | None = None  # from FileStore.store_heatmap
+    latent_multiscale: float | None = None  # for models with multi-scale statistics
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def commit_scored_chunk(
                     "recon_score": score.recon_score,
                     "latent_euclidean": score.latent_euclidean,
                     "latent_mahalanobis": score.latent_mahalanobis,
+                    "latent_multiscale": score.latent_multiscale,
                     "combined_score": score.combined_score,
                     "heatmap_path": score.heatmap_path,
                     "created_at": now,
@@ -210,6 +212,7 @@ def commit_scored_chunk(
                 score.recon_score,
                 score.latent_euclidean,
                 score.latent_mahalanobis,
+                score.latent_multiscale,
             )
             anomalous += value == LabelValue.ANOMALOUS
             labels.append(

@@ -13,20 +13,21 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, func, or_
 
 from davae.errors import invalid_setting
 from storage.models import LabelValue, Score
 
 RECON_REDUCTIONS = ("max", "mean")
-LATENT_METRICS = ("mahalanobis", "euclidean")
+LATENT_METRICS = ("mahalanobis", "euclidean", "multiscale")
 
 
 def validate_thresholds(thresholds: Mapping[str, Any]) -> dict[str, Any]:
     """Check a thresholds object and return it as a plain dict.
 
     Required: ``recon`` and ``latent`` (positive numbers), ``recon_reduction``
-    ("max" or "mean") and ``latent_metric`` ("mahalanobis" or "euclidean").
+    ("max" or "mean") and ``latent_metric`` ("mahalanobis", "euclidean" or
+    "multiscale").
     Optional: ``review_low`` and ``review_high``, a band of combined scores
     the UI marks for review (numbers or None, low <= high). Other keys, such as
     ``target_fpr``, are kept as given.
@@ -61,23 +62,50 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def latent_value(
+    metric: str,
+    latent_euclidean: float | None,
+    latent_mahalanobis: float | None,
+    latent_multiscale: float | None = None,
+) -> float | None:
+    """Pick the latent distance that ``metric`` names."""
+    return {
+        "mahalanobis": latent_mahalanobis,
+        "euclidean": latent_euclidean,
+        "multiscale": latent_multiscale,
+    }[metric]
+
+
 def decide_label(
-    thresholds: Mapping[str, Any], recon: float, latent_euclidean: float, latent_mahalanobis: float
+    thresholds: Mapping[str, Any],
+    recon: float,
+    latent_euclidean: float,
+    latent_mahalanobis: float,
+    latent_multiscale: float | None = None,
 ) -> LabelValue:
-    """Return the auto label: anomalous when either score exceeds its threshold."""
-    latent = (
-        latent_mahalanobis if thresholds["latent_metric"] == "mahalanobis" else latent_euclidean
+    """Return the auto label: anomalous when either score exceeds its threshold.
+
+    A missing latent distance (a multi-scale metric on a row scored without
+    it) cannot exceed its threshold, so only the reconstruction score decides.
+    """
+    latent = latent_value(
+        thresholds["latent_metric"], latent_euclidean, latent_mahalanobis, latent_multiscale
     )
-    if recon > thresholds["recon"] or latent > thresholds["latent"]:
+    if recon > thresholds["recon"] or (latent is not None and latent > thresholds["latent"]):
         return LabelValue.ANOMALOUS
     return LabelValue.NORMAL
 
 
 def anomalous_condition(thresholds: Mapping[str, Any]) -> ColumnElement[bool]:
     """Return the SQL form of ``decide_label`` over the ``scores`` table."""
-    latent = (
-        Score.latent_mahalanobis
-        if thresholds["latent_metric"] == "mahalanobis"
-        else Score.latent_euclidean
+    latent = {
+        "mahalanobis": Score.latent_mahalanobis,
+        "euclidean": Score.latent_euclidean,
+        "multiscale": Score.latent_multiscale,
+    }[thresholds["latent_metric"]]
+    # NULL > x is NULL in SQL, and OR with NULL keeps a true recon comparison
+    # true; coalesce makes the whole condition false rather than NULL otherwise.
+    return or_(
+        Score.recon_score > thresholds["recon"],
+        func.coalesce(latent > thresholds["latent"], False),
     )
-    return or_(Score.recon_score > thresholds["recon"], latent > thresholds["latent"])
