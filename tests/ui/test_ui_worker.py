@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func, select, update
-from ui_helpers import REVIEWER, png_bytes, tiny_config, wait_for, write_images, write_mvtec
+from ui_helpers import REVIEWER, ROOT, png_bytes, tiny_config, wait_for, write_images, write_mvtec
 
 import davae.worker_jobs
 from davae.study_report import load_study
@@ -335,3 +335,29 @@ def test_image_status_counts_match(storage_handle: Storage, registered_model: Mo
     with storage_handle.database.read() as session:
         statuses = session.scalars(select(Image.status).where(Image.batch_id == batch_id)).all()
     assert statuses == [ImageStatus.SCORED] * 3
+
+
+def test_worker_command_runs_queue(storage_handle: Storage, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "normals", 12)
+    params = train_job_params(
+        [path_entry(tmp_path / "normals")], tiny_config(train__epochs=1).to_dict(), "cli"
+    )
+    job_id = enqueue(storage_handle, JobKind.TRAIN, params)
+    env = {**os.environ, "DAVAE_HOME": str(storage_handle.settings.home), "OMP_NUM_THREADS": "1"}
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "davae", "worker", "--once", "--poll", "0.1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert "started" in finished.stderr
+    assert load_job(storage_handle, job_id).status == JobStatus.DONE
