@@ -14,11 +14,18 @@ from storage import jobs, registry
 from storage.models import Job, JobKind, JobStatus, ModelVersion
 from ui import charts, uploads
 from ui.context import format_time, get_storage, load_detector, page_header, reviewer
-from ui.i18n import option_labels, show_error, t
+from ui.i18n import enum_text, option_labels, show_error, t
 from ui.jobs import cancel_button, is_active, latest_job, progress_fraction, show_job, show_outcome
 
 SELECTED_KEY = "models_selected"
-SCORE_NAMES = ("combined", "recon_max", "recon_mean", "latent_mahalanobis", "latent_euclidean")
+SCORE_NAMES = (
+    "combined",
+    "recon_max",
+    "recon_mean",
+    "latent_mahalanobis",
+    "latent_euclidean",
+    "latent_multiscale",
+)
 METRICS = ("image_auroc", "aupr", "precision", "recall", "f1", "fpr", "recall_at_fpr_5")
 
 
@@ -60,8 +67,12 @@ def settings_rows(config: DetectorConfig, epochs_run: int | None) -> pd.DataFram
         ("iterations", config.augment.iterations),
         ("transforms", ", ".join(transforms) or t("common.none")),
         ("normalize", t(f"train.normalize_{config.preprocess.normalize}")),
-        ("recon_reduction", t(f"common.reduction.{config.scoring.recon_reduction}")),
-        ("latent_metric", t(f"common.metric.{config.scoring.latent_metric}")),
+        ("recon_reduction", enum_text("common.reduction", config.scoring.recon_reduction)),
+        (
+            "error_normalization",
+            t(f"train.error_normalization_{config.scoring.error_normalization}"),
+        ),
+        ("latent_metric", enum_text("common.metric", config.scoring.latent_metric)),
         ("target_fpr", f"{config.scoring.target_fpr * 100:g} %"),
     ]
     return pd.DataFrame(
@@ -206,8 +217,8 @@ def model_details(model: ModelVersion) -> None:
 
     thresholds = model.thresholds
     columns = st.columns(3)
-    reduction = t(f"common.reduction.{thresholds['recon_reduction']}")
-    metric = t(f"common.metric.{thresholds['latent_metric']}")
+    reduction = enum_text("common.reduction", thresholds["recon_reduction"])
+    metric = enum_text("common.metric", thresholds["latent_metric"])
     columns[0].metric(
         t("common.recon_threshold", reduction=reduction), f"{thresholds['recon']:.4g}"
     )

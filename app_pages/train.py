@@ -14,7 +14,7 @@ from storage import jobs
 from storage.models import Job, JobKind, JobStatus
 from ui import charts, uploads
 from ui.context import get_storage, page_header, reviewer
-from ui.i18n import option_labels, show_error, t
+from ui.i18n import enum_text, option_labels, show_error, t
 from ui.jobs import (
     cancel_button,
     is_active,
@@ -27,6 +27,8 @@ from ui.jobs import (
 
 JOB_KEY = "train_job_id"
 IMAGE_SIZES = (32, 64, 128, 256, 512)
+LATENT_METRICS = ("mahalanobis", "euclidean", "multiscale")
+ERROR_NORMALIZATIONS = ("none", "pixel")
 TRANSFORMS = (
     # (switch, strength field, slider maximum, step)
     ("rotate90", "rotate90_p", 1.0, 0.05),
@@ -158,6 +160,24 @@ def model_settings() -> dict[str, Any]:
             key="train_channels",
             persist_state="session",
         )
+        overrides["scoring__latent_metric"] = right.radio(
+            t("train.latent_metric"),
+            LATENT_METRICS,
+            format_func=option_labels(LATENT_METRICS, lambda value: t(f"common.metric.{value}")),
+            key="train_latent_metric",
+            help=t("train.latent_metric_help"),
+            persist_state="session",
+        )
+        overrides["scoring__error_normalization"] = left.radio(
+            t("train.error_normalization"),
+            ERROR_NORMALIZATIONS,
+            format_func=option_labels(
+                ERROR_NORMALIZATIONS, lambda value: t(f"train.error_normalization_{value}")
+            ),
+            key="train_error_normalization",
+            help=t("train.error_normalization_help"),
+            persist_state="session",
+        )
         overrides["preprocess__normalize"] = middle.radio(
             t("train.normalize"),
             ("none", "flatfield"),
@@ -283,12 +303,15 @@ def render_result(result: dict[str, Any]) -> None:
     columns[0].metric(
         t(
             "common.recon_threshold",
-            reduction=t(f"common.reduction.{thresholds['recon_reduction']}"),
+            reduction=enum_text("common.reduction", thresholds["recon_reduction"]),
         ),
         f"{thresholds['recon']:.4g}",
     )
     columns[1].metric(
-        t("common.latent_threshold", metric=t(f"common.metric.{thresholds['latent_metric']}")),
+        t(
+            "common.latent_threshold",
+            metric=enum_text("common.metric", thresholds["latent_metric"]),
+        ),
         f"{thresholds['latent']:.4g}",
     )
     columns[2].metric(t("common.target_fpr"), f"{thresholds['target_fpr'] * 100:g} %")

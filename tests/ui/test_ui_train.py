@@ -146,3 +146,24 @@ def test_cancel_from_page(open_app, storage_handle: Storage, tmp_path: Path) -> 
     assert job.status == JobStatus.CANCELLED
     at.run()
     assert EN["common.job_cancelled"] in [info.value for info in at.info]
+
+
+def test_train_multiscale_distance(open_app, storage_handle: Storage, tmp_path: Path) -> None:
+    write_images(tmp_path / "good", 16)
+    at = open_app("train")
+    at.button_group(key="train_source").set_value("folder").run()
+    at.text_input(key="train_folder").set_value(str(tmp_path / "good"))
+    at.radio(key="train_latent_metric").set_value("multiscale")
+    at.radio(key="train_error_normalization").set_value("pixel")
+    tiny_settings(at)
+    at.button(key="train_start").click().run()
+
+    job = wait_for_job(storage_handle, newest_job_id(storage_handle))
+    assert job.status == JobStatus.DONE, job.error_message
+    at.run()
+
+    assert "Latent distance threshold (multi-scale)" in [metric.label for metric in at.metric]
+    with storage_handle.database.read() as session:
+        model = registry.get_default_model_version(session)
+    assert model.thresholds["latent_metric"] == "multiscale"
+    assert model.config["scoring"]["error_normalization"] == "pixel"
