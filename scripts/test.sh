@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run all of it.
 #
-# 1. Debian packages: chromium (browser test) and postgresql (server tests),
-#    installed with apt-get when missing (needs root or sudo).
+# 1. Debian packages: chromium (browser test), fonts-nanum (Korean glyphs in
+#    that browser) and postgresql (server tests), installed with apt-get when
+#    missing (needs root or sudo).
 # 2. A virtual environment in .venv with requirements-dev.txt.
 # 3. ruff lint and format checks.
 # 4. A throw-away PostgreSQL server on 127.0.0.1 in a temporary directory;
@@ -23,6 +24,9 @@ as_root() {
 
 missing_packages=()
 [ -x /usr/bin/chromium ] || missing_packages+=(chromium)
+if ! fc-list :lang=ko 2>/dev/null | grep -q .; then
+  missing_packages+=(fonts-nanum)
+fi
 if [ -z "${DAVAE_TEST_NO_POSTGRES:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing_packages+=(postgresql)
 fi

@@ -164,10 +164,17 @@ def open_app(page: Page, url: str, path: str = "") -> None:
     expect(page.get_by_test_id("stSidebar")).to_be_visible()
 
 
+def wait_idle(page: Page) -> None:
+    """Wait until the script run a widget started is over, so the page is not redrawn."""
+    page.wait_for_timeout(300)  # the rerun starts a moment after the interaction
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
+
+
 def set_reviewer(page: Page, label: str) -> None:
     box = page.get_by_test_id("stSidebar").get_by_label(label, exact=True)
     box.fill(REVIEWER)
     box.press("Enter")
+    wait_idle(page)
 
 
 def upload(page: Page, files: list[Path]) -> None:
@@ -225,12 +232,34 @@ def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> 
     expect_metric(page, "Scored", "4")
 
 
+# Draws two Hangul syllables and an unassigned code point on a canvas in the
+# page's font. Without a Korean font all three come out as the same empty box.
+HANGUL_GLYPHS_DIFFER = """
+() => {
+  const font = getComputedStyle(document.querySelector("h1")).fontFamily;
+  const draw = (text) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 64;
+    const context = canvas.getContext("2d");
+    context.font = `48px ${font}`;
+    context.fillText(text, 4, 52);
+    return context.getImageData(0, 0, 64, 64).data.join(",");
+  };
+  const missing = draw("\uffff");
+  return draw("가") !== draw("나") && draw("가") !== missing;
+}
+"""
+
+
 def test_korean_session(server: str, page: Page, tmp_path: Path) -> None:
     open_app(page, server, "score")
     page.get_by_test_id("stSidebar").get_by_label("Language", exact=True).click()
     page.get_by_role("option", name="한국어").click()
     expect(page.get_by_role("heading", name="검사", exact=True)).to_be_visible()
     set_reviewer(page, "검토자")
+    assert page.evaluate(HANGUL_GLYPHS_DIFFER), (
+        "Korean text renders as empty boxes: install a Korean font (fonts-nanum)"
+    )
     nav = page.get_by_test_id("stSidebarNav")
     for title in ("학습", "검사", "검토", "내보내기", "모델", "비교 평가", "기록"):
         expect(nav.get_by_role("link", name=title, exact=True)).to_be_visible()
