@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from ui_helpers import REVIEWER, ROOT, png_bytes, tiny_config, wait_for, write_images, write_mvtec
 
 import davae.worker_jobs
+from davae.config import DetectorConfig
 from davae.study_report import load_study
 from davae.worker import Worker, WorkerSettings
 from davae.worker_io import (
@@ -107,7 +108,8 @@ def test_train_job_registers_model(storage_handle: Storage, tmp_path: Path) -> N
         model = registry.get_model_version(session, job.result["model_version_id"])
         actions = [entry.action for entry in audit.list_entries(session, actor=REVIEWER)]
     assert (model.name, model.version, model.is_default) == ("needles", 1, True)
-    assert model.config == config.to_dict()
+    # JSON stores tuples as lists, so compare the configurations, not the dicts.
+    assert DetectorConfig.from_dict(model.config) == config
     assert model.thresholds["recon"] == job.result["thresholds"]["recon"] > 0
     assert storage_handle.files.resolve(model.bundle_path).is_file()
     assert len(job.result["history"]) == 1
