@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 import torch
+from review_helpers import ScoredBatch, build_scored_home, copy_home
 from streamlit.testing.v1 import AppTest
 from ui_helpers import APP_PATH, REVIEWER, normal_pixels, tiny_config
 
@@ -102,3 +103,28 @@ def open_app(davae_home: Path) -> Callable[..., AppTest]:
         return at
 
     return open_page
+
+
+@pytest.fixture(scope="session")
+def scored_template(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path
+) -> tuple[Path, ScoredBatch]:
+    """A data directory with the tiny model and a batch scored by the real worker, made once."""
+    home = tmp_path_factory.mktemp("scored") / "davae_home"
+    return home, build_scored_home(home, tiny_bundle)
+
+
+@pytest.fixture
+def scored_batch(davae_home: Path, scored_template: tuple[Path, ScoredBatch]) -> ScoredBatch:
+    """The session's scored batch, copied into this test's DAVAE_HOME."""
+    template, batch = scored_template
+    copy_home(template, davae_home)
+    return batch
+
+
+@pytest.fixture
+def scored_storage(scored_batch: ScoredBatch) -> Iterator[Storage]:
+    """Storage opened on the copy of the scored batch (use it instead of ``storage_handle``)."""
+    storage = open_storage()
+    yield storage
+    storage.database.dispose()

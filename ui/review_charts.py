@@ -1,0 +1,111 @@
+"""The Review page's figures: score histograms coloured by live class, and the agreement table.
+
+Histograms are drawn as stacked bars from counts that ``review_data``
+computes with numpy, so a figure contains 40 numbers per class
+however large the batch is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ui import review_data
+from ui.i18n import t
+from ui.review_data import ANOMALOUS, NORMAL, REVIEW, Agreement
+
+CLASS_COLORS = {NORMAL: "#1f5f8b", REVIEW: "#e0a100", ANOMALOUS: "#d1495b"}
+THRESHOLD_COLOR = "#333333"
+BAND_COLOR = "#e0a100"
+BINS = 40
+
+
+@dataclass(frozen=True)
+class Line:
+    """A vertical line over a histogram, with its label."""
+
+    x: float
+    text: str
+    color: str = THRESHOLD_COLOR
+    dash: str = "dash"
+
+
+def class_name(code: int) -> str:
+    return t(f"review.class.{review_data.CLASS_NAMES[code]}")
+
+
+def histogram_figure(
+    values: np.ndarray,
+    classes: np.ndarray,
+    title: str,
+    x_title: str,
+    lines: Sequence[Line],
+    *,
+    show_review: bool,
+) -> go.Figure:
+    """Draw a stacked histogram of ``values``, one colour per class, with vertical lines.
+
+    The bins span the values and the lines, so a threshold is always in view.
+    """
+    edges = review_data.bin_edges(values, BINS, [line.x for line in lines])
+    counts = review_data.class_histogram(values, classes, edges)
+    centers = (edges[:-1] + edges[1:]) / 2
+    figure = go.Figure()
+    for code in (NORMAL, REVIEW, ANOMALOUS):
+        if code == REVIEW and not show_review:
+            continue
+        figure.add_trace(
+            go.Bar(
+                x=centers,
+                y=counts[code],
+                width=edges[1] - edges[0],
+                name=class_name(code),
+                marker={"color": CLASS_COLORS[code], "line": {"width": 0}},
+            )
+        )
+    for position, line in enumerate(lines):
+        figure.add_vline(
+            x=line.x,
+            line={"color": line.color, "dash": line.dash, "width": 2},
+            annotation={"text": line.text, "yshift": -14 * position},
+            annotation_position="top right",
+        )
+    figure.update_layout(
+        title={"text": title, "font": {"size": 15}},
+        barmode="stack",
+        bargap=0,
+        height=300,
+        margin={"t": 70, "b": 40, "l": 50, "r": 20},
+        legend={
+            "orientation": "h",
+            "y": 1.02,
+            "yanchor": "bottom",
+            "x": 0,
+            # Stacked bars list their legend bottom-up by default; keep class order.
+            "traceorder": "normal",
+        },
+        xaxis_title=x_title,
+        yaxis_title=t("common.chart.image_count"),
+    )
+    return figure
+
+
+def agreement_frame(result: Agreement) -> pd.DataFrame:
+    """Tabulate the confusion matrix: one row per human label, one column per auto label."""
+    normal, anomalous = t("common.label.normal"), t("common.label.anomalous")
+    matrix = result.matrix
+    return pd.DataFrame(
+        {
+            t("review.agreement_human"): [normal, anomalous],
+            t("review.agreement_auto", label=normal): [int(matrix[0][0]), int(matrix[1][0])],
+            t("review.agreement_auto", label=anomalous): [int(matrix[0][1]), int(matrix[1][1])],
+        }
+    )
+
+
+def rate_text(value: float) -> str:
+    return t("common.none") if np.isnan(value) else f"{value:.1%}"
