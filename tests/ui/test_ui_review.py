@@ -308,6 +308,7 @@ def test_state_survives_page_switch(open_app, scored_batch: ScoredBatch) -> None
 
     at.switch_page("app_pages/export.py").run()
     assert not at.exception
+    assert EN["export.not_applied"] in [info.value for info in at.info]
     at.switch_page("app_pages/review.py").run()
     assert at.slider(key=f"review_recon_{batch_id}").value == pytest.approx(moved)
     assert at.toggle(key=f"review_band_{batch_id}").value is True

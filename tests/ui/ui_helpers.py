@@ -192,6 +192,14 @@ ALLOWED_WORDS = {
     "K",
     "Inspector",
     "English",
+    # Export values and files that stay the same in every language.
+    "UTF",
+    "BOM",
+    "normal",
+    "anomalous",
+    "rejected",
+    "manifest",
+    "json",
 }
 
 
