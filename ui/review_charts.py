@@ -54,44 +54,66 @@ def histogram_figure(
     edges = review_data.bin_edges(values, BINS, [line.x for line in lines])
     counts = review_data.class_histogram(values, classes, edges)
     centers = (edges[:-1] + edges[1:]) / 2
-    figure = go.Figure()
-    for code in (NORMAL, REVIEW, ANOMALOUS):
-        if code == REVIEW and not show_review:
-            continue
-        figure.add_trace(
-            go.Bar(
-                x=centers,
-                y=counts[code],
-                width=edges[1] - edges[0],
-                name=class_name(code),
-                marker={"color": CLASS_COLORS[code], "line": {"width": 0}},
-            )
+    bars = [
+        go.Bar(
+            x=centers,
+            y=counts[code],
+            width=edges[1] - edges[0],
+            name=class_name(code),
+            marker={"color": CLASS_COLORS[code], "line": {"width": 0}},
         )
-    for position, line in enumerate(lines):
-        figure.add_vline(
-            x=line.x,
-            line={"color": line.color, "dash": line.dash, "width": 2},
-            annotation={"text": line.text, "yshift": -14 * position},
-            annotation_position="top right",
-        )
-    figure.update_layout(
-        title={"text": title, "font": {"size": 15}},
-        barmode="stack",
-        bargap=0,
-        height=300,
-        margin={"t": 70, "b": 40, "l": 50, "r": 20},
-        legend={
+        for code in (NORMAL, REVIEW, ANOMALOUS)
+        if code != REVIEW or show_review
+    ]
+    # Lines and their labels are written as layout shapes and annotations
+    # directly: Figure.add_vline does the same but took about 10 ms a line.
+    shapes = [
+        {
+            "type": "line",
+            "xref": "x",
+            "yref": "paper",
+            "x0": line.x,
+            "x1": line.x,
+            "y0": 0,
+            "y1": 1,
+            "line": {"color": line.color, "dash": line.dash, "width": 2},
+        }
+        for line in lines
+    ]
+    annotations = [
+        {
+            "text": line.text,
+            "x": line.x,
+            "xref": "x",
+            "y": 1,
+            "yref": "paper",
+            "xanchor": "left",
+            "yanchor": "top",
+            "yshift": -14 * position,
+            "showarrow": False,
+        }
+        for position, line in enumerate(lines)
+    ]
+    layout = {
+        "title": {"text": title, "font": {"size": 15}},
+        "barmode": "stack",
+        "bargap": 0,
+        "height": 300,
+        "margin": {"t": 70, "b": 40, "l": 50, "r": 20},
+        # Stacked bars list their legend bottom-up by default; keep class order.
+        "legend": {
             "orientation": "h",
             "y": 1.02,
             "yanchor": "bottom",
             "x": 0,
-            # Stacked bars list their legend bottom-up by default; keep class order.
             "traceorder": "normal",
         },
-        xaxis_title=x_title,
-        yaxis_title=t("common.chart.image_count"),
-    )
-    return figure
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": {"title": {"text": t("common.chart.image_count")}},
+        "shapes": shapes,
+        "annotations": annotations,
+    }
+    return go.Figure(data=bars, layout=layout)
 
 
 def agreement_frame(result: Agreement) -> pd.DataFrame:
