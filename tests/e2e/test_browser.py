@@ -1,18 +1,18 @@
 """End to end in a real browser: `streamlit run app.py` driven by Playwright in Debian's chromium.
 
 One server with a temporary DAVAE_HOME serves both language runs. The English
-run trains a model on a few generated images and scores a batch with a broken
-file; the Korean run opens a new browser session in Korean, scores a batch
-with that model and checks the Korean texts and the translated rejection. A
-second server with a 1 MB upload limit checks what an oversized upload shows.
-
-NOTE: moving a threshold, flipping a label and downloading the CSV belong to
-the Review and Export pages, which are built separately; their steps are not
-in this file yet.
+run trains a model on a few generated images, scores a batch with a broken
+file, moves a threshold and changes a label on the Review page, and
+downloads the CSV from the Export page. The Korean run opens a new browser
+session in Korean, scores a batch with that model and checks the Korean
+texts and the translated rejection. A second server with a 1 MB upload limit
+checks what an oversized upload shows.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import socket
@@ -230,6 +230,48 @@ def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> 
     page.reload()
     expect(page.get_by_role("heading", name="Score", exact=True)).to_be_visible()
     expect_metric(page, "Scored", "4")
+
+    set_reviewer(page, "Reviewer")
+    review_and_export(page)
+
+
+def review_and_export(page: Page) -> None:
+    """Move a threshold and change a label on Review, then check the CSV from Export."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Review").click()
+    expect(page.get_by_role("heading", name="Review", exact=True)).to_be_visible()
+    # The first slider is the reconstruction threshold; at its lowest every image is anomalous.
+    threshold = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    threshold.focus()
+    threshold.press("Home")
+    wait_idle(page)
+    expect_metric(page, "Anomalous", "4")
+    expect_metric(page, "Normal", "0")
+
+    page.get_by_role("button", name="Change to normal").first.click()
+    expect(page.get_by_text("saved as normal.")).to_be_visible()
+    wait_idle(page)
+    expect_metric(page, "Reviewed by a person", "1")
+    expect_metric(page, "Normal", "1")
+
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Export").click()
+    expect(page.get_by_role("heading", name="Export", exact=True)).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    path = download.value.path()
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
+    assert download.value.suggested_filename.endswith(".csv")
+    assert sorted(row["status"] for row in rows) == [
+        "rejected",
+        "scored",
+        "scored",
+        "scored",
+        "scored",
+    ]
+    reviewed = [row for row in rows if row["human_label"]]
+    assert [(row["human_label"], row["final_label"], row["reviewer"]) for row in reviewed] == [
+        ("normal", "normal", REVIEWER)
+    ]
+    assert [row["file_name"] for row in rows if row["status"] == "rejected"] == ["broken.png"]
 
 
 # Draws two Hangul syllables and an unassigned code point on a canvas in the
