@@ -1,11 +1,11 @@
 """Benchmark the Review page on a 10,000-image batch: a rerun after moving a threshold.
 
-Builds a batch in a temporary DAVAE_HOME with the storage API (scores from
-fixed random distributions, one image in ten labelled by a reviewer, tiny
-generated PNGs as originals and display files), then drives the real page
-with Streamlit's AppTest: it moves the reconstruction threshold slider and
-times ``AppTest.run()``, the whole server-side rerun of app.py and the page
-(router, change-marker query, cached table, recomputation, three
+Builds a batch in a temporary DAVAE_HOME with the storage API: scores from
+fixed random distributions, one image in ten labelled by a reviewer, and
+tiny generated PNGs as originals and display files. Then it drives the real
+page with Streamlit's AppTest. It moves the reconstruction threshold slider
+and times ``AppTest.run()``, the whole server-side rerun of app.py and the
+page (router, change-marker query, cached table, recomputation, three
 histograms, the gallery page). The first runs, which read the table and
 make thumbnails, are reported apart from the reruns. It also times the
 pure recomputation (``ui.review_data``) and the queries alone.
