@@ -49,7 +49,7 @@ def summary(batch: Batch) -> None:
 
 def options() -> tuple[str, bool]:
     """Draw the CSV options; return the header choice and whether to add a BOM."""
-    left, right = st.columns(2)
+    left, right = st.columns(2, vertical_alignment="bottom")
     choice = left.selectbox(
         t("export.headers"),
         export_files.HEADER_CHOICES,
@@ -62,11 +62,9 @@ def options() -> tuple[str, bool]:
     )
     if "export_bom" not in st.session_state:
         st.session_state["export_bom"] = True
-    with right:
-        st.write("")  # aligns the switch with the select box beside it
-        bom = st.toggle(
-            t("export.bom"), key="export_bom", help=t("export.bom_help"), persist_state="session"
-        )
+    bom = right.toggle(
+        t("export.bom"), key="export_bom", help=t("export.bom_help"), persist_state="session"
+    )
     return choice, bom
 
 

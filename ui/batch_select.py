@@ -44,7 +44,9 @@ def batch_selector(section: str, recent: list[Batch]) -> int:
     names = {batch.id: batch.name for batch in recent}
     current = st.session_state.get(CURRENT_BATCH_KEY)
     # Set before the widget is drawn, so the page follows a batch chosen elsewhere.
-    st.session_state[key] = current if current in ids else ids[0]
+    wanted = current if current in ids else ids[0]
+    if st.session_state.get(key) != wanted:
+        st.session_state[key] = wanted
     chosen = st.selectbox(
         t(f"{section}.batch"),
         ids,

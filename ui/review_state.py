@@ -160,7 +160,9 @@ def _init_slider(key: str, default: float, bounds: SliderBounds) -> None:
     # Set before the widget exists, so the widget takes it without a default of its own.
     # A kept value that the range no longer contains (new scores arrived) is clamped.
     current = st.session_state.get(key)
-    st.session_state[key] = bounds.clamp(default if current is None else current)
+    value = bounds.clamp(default if current is None else current)
+    if value != current:
+        st.session_state[key] = value
 
 
 # -- threshold controls ---------------------------------------------------------
