@@ -213,6 +213,8 @@ def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> 
     expect(page.get_by_text("Registered parts version 1.")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     expect(page.get_by_text("Held-out normal images and the calibrated thresholds")).to_be_visible()
 
+    # The job's end reruns the whole page; a click during that rerun is lost.
+    wait_idle(page)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Score").click()
     expect(page.get_by_role("heading", name="Score", exact=True)).to_be_visible()
     batch = write_pngs(tmp_path / "batch", 4, seed=1)
@@ -318,6 +320,7 @@ def test_korean_session(server: str, page: Page, tmp_path: Path) -> None:
     expect(page.get_by_text("사용하지 않은 파일: 제외 1개, 건너뜀 0개")).to_be_visible()
 
     # The language survives a page switch.
+    wait_idle(page)
     nav.get_by_role("link", name="기록", exact=True).click()
     expect(page.get_by_role("heading", name="감사 기록")).to_be_visible()
 
