@@ -17,7 +17,7 @@ from ui_helpers import REVIEWER
 
 import storage.review
 from davae.errors import DavaeError
-from storage import audit, batches, labels, review
+from storage import audit, batches, export, labels, review
 from storage.db import Storage
 from storage.models import LabelSource, LabelValue
 from ui.i18n import load_catalog
@@ -282,12 +282,19 @@ def test_apply_thresholds_stores_labels(
     with scored_storage.database.read() as session:
         batch = batches.get_batch(session, batch_id)
         rows = review.batch_table(session, batch_id)
+        exported = export.export_rows(session, batch_id)
         entries = audit.list_entries(
             session, batch_id=batch_id, action=audit.AuditAction.THRESHOLDS_APPLY
         )
     assert batch.thresholds["recon"] == pytest.approx(chosen)
     assert batch.anomaly_count == expected
     assert sum(row.auto_label == LabelValue.ANOMALOUS for row in rows) == expected
+    # Each new auto label carries the thresholds it was made with.
+    scored_rows = [row for row in exported if row.recon_score is not None]
+    assert len(scored_rows) == scored_batch.scored
+    assert [row.thresholds["recon"] for row in scored_rows] == [pytest.approx(chosen)] * len(
+        scored_rows
+    )
     assert len(entries) == 1
     assert entries[0].details["thresholds"]["recon"] == pytest.approx(chosen)
     assert entries[0].actor == REVIEWER
