@@ -179,11 +179,13 @@ def test_write_zip_streams_files(tmp_path: Path) -> None:
         target = files.resolve(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
     rows = [
         export_row("불량_001.png", "라인A", stored_path="o/1.png", heatmap_path="h/1.png"),
         export_row("gone.png", stored_path="o/missing.png", heatmap_path="h/missing.png"),
         export_row("=cmd.png", stored_path="o/2.png", final_label=LabelValue.ANOMALOUS),
     ]
+
     target = tmp_path / "out.zip"
     calls = []
     summary = export.write_zip(
@@ -192,6 +194,7 @@ def test_write_zip_streams_files(tmp_path: Path) -> None:
     assert (summary.images, summary.heatmaps) == (2, 1)
     assert summary.missing == ["o/missing.png", "h/missing.png"]
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
     with zipfile.ZipFile(target) as archive:
         names = archive.namelist()
         assert names == [
@@ -205,6 +208,7 @@ def test_write_zip_streams_files(tmp_path: Path) -> None:
         assert archive.read("normal/라인A/불량_001.png") == b"one"
         manifest = json.loads(archive.read("manifest.json"))
         table = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode("utf-8"))))
+
     assert manifest["files"] == {"images": 2, "heatmaps": 1}
     assert manifest["missing_files"] == ["o/missing.png", "h/missing.png"]
     assert [row["archive_path"] for row in table] == [

@@ -81,12 +81,12 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     import davae.detector
     import ui.context
 
-    def refuse(*args, **kwargs):
+    def fail_on_model_use(*args, **kwargs):
         raise AssertionError("the Review page must not load or run a model")
 
-    monkeypatch.setattr(davae.bundle, "load_bundle", refuse)
-    monkeypatch.setattr(ui.context, "load_detector", refuse)
-    monkeypatch.setattr(davae.detector.Detector, "analyze", refuse)
+    monkeypatch.setattr(davae.bundle, "load_bundle", fail_on_model_use)
+    monkeypatch.setattr(ui.context, "load_detector", fail_on_model_use)
+    monkeypatch.setattr(davae.detector.Detector, "analyze", fail_on_model_use)
 
 
 def test_slider_relabels_without_model(
