@@ -43,6 +43,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 REVIEWER = "e2e tester"
+REVIEWER_MISSING = "Enter your name under Reviewer in the sidebar first."
+REVIEWER_MISSING_KO = "먼저 사이드바의 '검토자'에 이름을 입력하세요."
 JOB_TIMEOUT_MS = 180_000
 
 if not CHROMIUM.exists():
@@ -170,16 +172,19 @@ def wait_idle(page: Page) -> None:
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
 
 
-def set_reviewer(page: Page, label: str) -> None:
+def set_reviewer(page: Page, label: str, missing_warning: str) -> None:
+    """Type the reviewer's name and wait until the page no longer asks for it."""
     box = page.get_by_test_id("stSidebar").get_by_label(label, exact=True)
     box.fill(REVIEWER)
     box.press("Enter")
+    expect(page.get_by_text(missing_warning)).to_have_count(0)
     wait_idle(page)
 
 
 def upload(page: Page, files: list[Path]) -> None:
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(f) for f in files])
     expect(page.get_by_test_id("stFileChip")).to_have_count(len(files), timeout=30_000)
+    wait_idle(page)
 
 
 def choose(page: Page, label: str, option: str) -> None:
@@ -201,7 +206,7 @@ def expect_metric(page: Page, label: str, value: str, timeout: float = 30_000) -
 def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> None:
     normals = write_pngs(tmp_path / "normals", 16, seed=0)
     open_app(page, server)
-    set_reviewer(page, "Reviewer")
+    set_reviewer(page, "Reviewer", REVIEWER_MISSING)
     expect(page.get_by_role("heading", name="Train", exact=True)).to_be_visible()
 
     upload(page, normals)
@@ -233,7 +238,7 @@ def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> 
     expect(page.get_by_role("heading", name="Score", exact=True)).to_be_visible()
     expect_metric(page, "Scored", "4")
 
-    set_reviewer(page, "Reviewer")
+    set_reviewer(page, "Reviewer", REVIEWER_MISSING)
     review_and_export(page)
 
 
@@ -300,7 +305,7 @@ def test_korean_session(server: str, page: Page, tmp_path: Path) -> None:
     page.get_by_test_id("stSidebar").get_by_label("Language", exact=True).click()
     page.get_by_role("option", name="한국어").click()
     expect(page.get_by_role("heading", name="검사", exact=True)).to_be_visible()
-    set_reviewer(page, "검토자")
+    set_reviewer(page, "검토자", REVIEWER_MISSING_KO)
     assert page.evaluate(HANGUL_GLYPHS_DIFFER), (
         "Korean text renders as empty boxes: install a Korean font (fonts-nanum)"
     )
@@ -319,7 +324,25 @@ def test_korean_session(server: str, page: Page, tmp_path: Path) -> None:
     expect(page.get_by_text("완료 · 시작: e2e tester")).to_be_visible()
     expect(page.get_by_text("사용하지 않은 파일: 제외 1개, 건너뜀 0개")).to_be_visible()
 
-    # The language survives a page switch.
+    # The CSV for people: Korean headers, machine-readable values, and the
+    # file names exactly as they were uploaded.
+    wait_idle(page)
+    nav.get_by_role("link", name="내보내기", exact=True).click()
+    expect(page.get_by_role("heading", name="내보내기", exact=True)).to_be_visible()
+    choose(page, "열 제목", "한국어(사람이 읽는 용도)")
+    wait_idle(page)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="CSV 내려받기").click()
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")  # the UTF-8 BOM for Excel, on by default
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert sorted(row["파일명"] for row in rows) == sorted([*(p.name for p in batch), "메모.txt"])
+    assert [row["상태"] for row in rows if row["파일명"] == "메모.txt"] == ["rejected"]
+    scored = [row for row in rows if row["상태"] == "scored"]
+    assert len(scored) == 3
+    assert {row["최종 라벨"] for row in scored} <= {"normal", "anomalous"}
+
+    # The language survives page switches.
     wait_idle(page)
     nav.get_by_role("link", name="기록", exact=True).click()
     expect(page.get_by_role("heading", name="감사 기록")).to_be_visible()
@@ -333,7 +356,7 @@ def test_upload_over_limit_states_limit(
     home = tmp_path_factory.mktemp("small_limit_home")
     with running_server(home, "--server.maxUploadSize", "1") as url:
         open_app(page, url)
-        set_reviewer(page, "Reviewer")
+        set_reviewer(page, "Reviewer", REVIEWER_MISSING)
         expect(page.get_by_text("Each file can be up to 1.0 MB")).to_be_visible()
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(large))
         # The browser keeps the file out of the upload, names the limit, and
