@@ -261,7 +261,14 @@ class DetectorConfig:
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Plain nested dicts, with tuples as lists so the result round-trips through JSON."""
+        return {
+            part: {
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in fields.items()
+            }
+            for part, fields in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, dict[str, Any]]) -> DetectorConfig:
