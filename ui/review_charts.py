@@ -98,13 +98,15 @@ def histogram_figure(
         "title": {"text": title, "font": {"size": 15}},
         "barmode": "stack",
         "bargap": 0,
-        "height": 300,
-        "margin": {"t": 70, "b": 40, "l": 50, "r": 20},
-        # Stacked bars list their legend bottom-up by default; keep class order.
+        "height": 330,
+        "margin": {"t": 40, "b": 100, "l": 50, "r": 20},
+        # Below the axis title, because above the plot a legend that wraps in a
+        # narrow column covers the title. Stacked bars list their legend
+        # bottom-up by default, so the class order is set.
         "legend": {
             "orientation": "h",
-            "y": 1.02,
-            "yanchor": "bottom",
+            "y": -0.3,
+            "yanchor": "top",
             "x": 0,
             "traceorder": "normal",
         },
