@@ -7,8 +7,6 @@ once per change of the batch (``ui.review_state.load_view``).
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from davae.errors import DavaeError
@@ -54,23 +52,6 @@ def show_notice() -> None:
         )
 
 
-def differs(live: LiveThresholds, stored: dict) -> bool:
-    """Tell whether the sliders differ from the batch's stored thresholds."""
-
-    def same(a: float | None, b: float | None) -> bool:
-        if a is None or b is None:
-            return a is None and b is None
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-
-    band = (live.review_low, live.review_high)
-    stored_band = (stored.get("review_low"), stored.get("review_high"))
-    return not (
-        same(live.recon, stored["recon"])
-        and same(live.latent, stored["latent"])
-        and all(same(a, b) for a, b in zip(band, stored_band, strict=True))
-    )
-
-
 def counts_row(counts: Counts, has_band: bool) -> None:
     columns = st.columns(5)
     columns[0].metric(t("review.count_normal"), f"{counts.normal:,}")
@@ -88,7 +69,7 @@ def counts_row(counts: Counts, has_band: bool) -> None:
 def action_row(view: BatchView, live: LiveThresholds) -> None:
     """Offer to store the live thresholds as auto labels, or to go back to the calibrated ones."""
     name = reviewer()
-    if differs(live, view.thresholds):
+    if live.differs_from(view.thresholds):
         st.info(t("review.not_applied"), icon=":material/info:")
     left, right = st.columns(2)
     left.button(

@@ -111,6 +111,22 @@ class LiveThresholds:
     def has_band(self) -> bool:
         return self.review_low is not None and self.review_high is not None
 
+    def differs_from(self, stored: Mapping[str, Any]) -> bool:
+        """Tell whether these thresholds or this band differ from a stored thresholds object."""
+
+        def same(a: float | None, b: float | None) -> bool:
+            if a is None or b is None:
+                return a is None and b is None
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+        pairs = (
+            (self.recon, stored["recon"]),
+            (self.latent, stored["latent"]),
+            (self.review_low, stored.get("review_low")),
+            (self.review_high, stored.get("review_high")),
+        )
+        return not all(same(live, kept) for live, kept in pairs)
+
     def as_stored(self, base: Mapping[str, Any]) -> dict[str, Any]:
         """Return ``base`` (a stored thresholds object) with these values in it.
 

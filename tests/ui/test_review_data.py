@@ -232,6 +232,18 @@ def test_as_stored_keeps_scoring_settings() -> None:
     assert LiveThresholds(0.2, 8.0).as_stored(base)["review_low"] is None
 
 
+def test_differs_from_stored_thresholds() -> None:
+    stored = {"recon": 0.2, "latent": 8.0, "review_low": None, "review_high": None}
+    assert not LiveThresholds(0.2, 8.0).differs_from(stored)
+    assert not LiveThresholds(0.2 + 1e-15, 8.0).differs_from(stored)
+    assert LiveThresholds(0.21, 8.0).differs_from(stored)
+    assert LiveThresholds(0.2, 8.5).differs_from(stored)
+    assert LiveThresholds(0.2, 8.0, 0.9, 1.1).differs_from(stored)
+    banded = {**stored, "review_low": 0.9, "review_high": 1.1}
+    assert not LiveThresholds(0.2, 8.0, 0.9, 1.1).differs_from(banded)
+    assert LiveThresholds(0.2, 8.0).differs_from(banded)
+
+
 def test_scored_frame_skips_unscored_rows() -> None:
     def row(image_id, status, recon, human=None):
         return SimpleNamespace(
