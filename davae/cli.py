@@ -46,21 +46,38 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from davae.config import DetectorConfig
+
+    default = DetectorConfig()
     parser.add_argument(
         "data", nargs="+", help="folders, ZIP archives or image files of normal parts"
     )
     parser.add_argument("--out", required=True, help="path of the model bundle to write (.pt)")
-    parser.add_argument("--epochs", type=_positive_int, help="maximum training epochs (default 40)")
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help=f"maximum training epochs (default {default.train.epochs})",
+    )
     parser.add_argument(
         "--image-size",
         type=_positive_int,
-        help="model input size in pixels, a multiple of 16 (default 128)",
+        help=f"model input size in pixels, a multiple of 16 (default {default.vae.image_size})",
     )
-    parser.add_argument("--latent-dim", type=_positive_int, help="latent vector size (default 64)")
+    parser.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        help=f"latent vector size (default {default.vae.latent_dim})",
+    )
+    parser.add_argument(
+        "--width",
+        type=_positive_int,
+        help=f"channels of the first encoder stage (default {default.vae.width})",
+    )
     parser.add_argument(
         "--augment-iterations",
         type=int,
-        help="augmented copies of each image per epoch, 0 for none (default 4)",
+        help="augmented copies of each image per epoch, 0 for none "
+        f"(default {default.augment.iterations})",
     )
     parser.add_argument(
         "--no-augment",
@@ -70,30 +87,49 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="switch one augmentation off; repeat for several",
     )
     parser.add_argument(
-        "--channels", type=int, choices=(1, 3), help="1 grayscale or 3 RGB (default 1)"
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help=f"1 grayscale or 3 RGB (default {default.vae.channels})",
     )
     parser.add_argument(
         "--mode",
         choices=("whole", "patch"),
-        help="whole images, or patches for high-resolution images (default whole)",
+        help=f"whole images, or patches for high-resolution images (default {default.train.mode})",
     )
     parser.add_argument(
         "--patch-scale",
         type=float,
-        help="in patch mode, scale images by this factor before cropping (default 1)",
+        help="in patch mode, scale images by this factor before cropping "
+        f"(default {default.train.patch_scale:g})",
     )
     parser.add_argument(
         "--normalize",
         choices=("none", "flatfield"),
-        help="illumination normalisation before the model",
+        help="illumination normalisation before the model "
+        f"(default {default.preprocess.normalize})",
+    )
+    parser.add_argument(
+        "--error-normalization",
+        choices=("none", "pixel"),
+        help="standardise each pixel of the error map by its statistics on normal images "
+        f"(default {default.scoring.error_normalization})",
+    )
+    parser.add_argument(
+        "--latent-metric",
+        choices=("multiscale", "mahalanobis", "euclidean"),
+        help=f"latent distance that is thresholded (default {default.scoring.latent_metric})",
     )
     parser.add_argument(
         "--target-fpr",
         type=float,
-        help="false-alarm rate the thresholds aim at on held-out normals (default 0.01)",
+        help="false-alarm rate the thresholds aim at on held-out normals "
+        f"(default {default.scoring.target_fpr:g})",
     )
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {default.train.seed})")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help=f"default {default.train.device}"
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -104,11 +140,14 @@ def config_from_args(args: argparse.Namespace):
         "train__epochs": args.epochs,
         "vae__image_size": args.image_size,
         "vae__latent_dim": args.latent_dim,
+        "vae__width": args.width,
         "vae__channels": args.channels,
         "augment__iterations": args.augment_iterations,
         "train__mode": args.mode,
         "train__patch_scale": args.patch_scale,
         "preprocess__normalize": args.normalize,
+        "scoring__error_normalization": args.error_normalization,
+        "scoring__latent_metric": args.latent_metric,
         "scoring__target_fpr": args.target_fpr,
         "train__seed": args.seed,
         "train__device": args.device,

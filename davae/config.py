@@ -53,7 +53,7 @@ class PreprocessConfig:
     most between normal parts, do not dominate the reconstruction error.
     """
 
-    normalize: str = "none"
+    normalize: str = "flatfield"
     flatfield_sigma: float = 0.08  # Gaussian sigma as a fraction of the image's shorter side
 
     def validate(self) -> None:
@@ -112,7 +112,7 @@ class VAEConfig:
     image_size: int = 128
     channels: int = 1
     latent_dim: int = 64
-    width: int = 32
+    width: int = 16
     depth: int = 4
     # The encoder's log-variance is squashed into this range: unbounded, it
     # drifted to -186 in trials with augmentation and the KL term exploded.
@@ -146,7 +146,7 @@ class TrainConfig:
     ``patch_stride`` over the whole image and stitches the error maps.
     """
 
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 5e-4
     beta: float = 1.0  # weight of the KL term
@@ -194,8 +194,8 @@ class ScoringConfig:
 
     smoothing_sigma: float = 2.0  # Gaussian sigma in model-input pixels
     recon_reduction: str = "max"  # which reduction of the error map is thresholded
-    error_normalization: str = "none"
-    latent_metric: str = "mahalanobis"
+    error_normalization: str = "pixel"
+    latent_metric: str = "multiscale"
     multiscale_stages: tuple[int, ...] = (1, 2, 3)
     multiscale_grid: int = 16
     target_fpr: float = 0.01  # false-alarm rate the thresholds aim at on held-out normals

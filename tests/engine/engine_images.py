@@ -107,6 +107,7 @@ def tiny_config(**changes) -> DetectorConfig:
         scoring__batch_size=8,
         scoring__smoothing_sigma=2.0,
         scoring__recon_reduction="max",
+        scoring__error_normalization="none",
         scoring__latent_metric="mahalanobis",
         scoring__target_fpr=0.01,
         scoring__patch_stride_fraction=0.5,

@@ -194,11 +194,13 @@ def test_evaluate_writes_report(capsys, cli_model, mvtec_root, tmp_path):
     assert code == 0
     for key in DECISION_KEYS:
         assert math.isfinite(report["combined"][key]), key
+    # The CLI trains with the default configuration, which has multi-scale statistics.
     assert set(report["scores"]) == {
         "recon_mean",
         "recon_max",
         "latent_euclidean",
         "latent_mahalanobis",
+        "latent_multiscale",
     }
     for metrics in report["scores"].values():
         for key in DECISION_KEYS:

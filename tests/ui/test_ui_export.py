@@ -76,7 +76,8 @@ def test_csv_columns_and_rows(scored_storage: Storage, scored_batch: ScoredBatch
         batch = batches.get_batch(session, batch_id)
     for row in scored:
         assert float(row["threshold_recon"]) == batch.thresholds["recon"]
-        recon, latent = float(row["recon_score"]), float(row["latent_mahalanobis"])
+        metric = batch.thresholds["latent_metric"]
+        recon, latent = float(row["recon_score"]), float(row[f"latent_{metric}"])
         combined = max(recon / batch.thresholds["recon"], latent / batch.thresholds["latent"])
         assert float(row["combined_score"]) == combined
         anomalous = combined > 1.0

@@ -42,7 +42,7 @@ def test_model_details(open_app, registered_model: ModelVersion) -> None:
     values = dict(zip(names, values, strict=True))
     assert values[EN["models.setting.image_size"]] == "32 px"
     assert values[EN["models.setting.epochs_run"]] == "2"
-    assert values[EN["models.setting.latent_metric"]] == "Mahalanobis"
+    assert values[EN["models.setting.latent_metric"]] == EN["common.metric.multiscale"]
     assert len(at.get("plotly_chart")) == 2  # training curve and calibration histogram
     assert [info.value for info in at.info] == [EN["models.no_metrics"]]
 

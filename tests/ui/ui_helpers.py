@@ -24,12 +24,18 @@ REVIEWER = "tester"
 
 
 def tiny_config(**changes: Any) -> DetectorConfig:
-    """Return a detector configuration that trains in seconds: 32 px input, width 8, latent 8."""
+    """Return a detector configuration that trains in seconds: 32 px input, width 8, latent 8.
+
+    Scoring keeps the library's default kind (multi-scale latent distance,
+    per-pixel error normalisation) on the two encoder stages a depth of 2 has.
+    """
     base = DetectorConfig().replace(
         vae__image_size=32,
         vae__width=8,
         vae__latent_dim=8,
         vae__depth=2,
+        scoring__multiscale_stages=(0, 1),
+        scoring__multiscale_grid=8,
         train__epochs=2,
         train__batch_size=8,
         augment__iterations=1,
