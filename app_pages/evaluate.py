@@ -9,7 +9,7 @@ import streamlit as st
 
 from davae.errors import DavaeError
 from davae.study_figures import ablation_figure, imbalance_figure, roc_pr_figure
-from davae.study_report import StudyResult, load_study
+from davae.study_report import METRIC_COLUMNS, StudyResult, load_study
 from davae.worker_io import STUDIES_DIR, compare_job_params, new_study_dir
 from storage import jobs
 from storage.models import Job, JobKind, JobStatus
@@ -19,16 +19,7 @@ from ui.i18n import show_error, t
 from ui.jobs import cancel_button, is_active, latest_job, progress_fraction, show_job, show_outcome
 
 OPENED_KEY = "evaluate_study"
-TABLE_METRICS = (
-    "image_auroc",
-    "aupr",
-    "precision",
-    "recall",
-    "f1",
-    "fpr",
-    "recall_at_fpr_1",
-    "recall_at_fpr_5",
-)
+TABLE_METRICS = METRIC_COLUMNS
 
 
 def is_study_job(job: Job) -> bool:

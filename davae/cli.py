@@ -307,16 +307,8 @@ def _format_metric(value: float) -> str:
 def print_report_table(report: dict, stream=None) -> None:
     stream = stream if stream is not None else sys.stdout
     header = ("score", "AUROC", "AUPR", "prec", "recall", "F1", "FPR", "R@1%", "R@5%")
-    keys = (
-        "image_auroc",
-        "aupr",
-        "precision",
-        "recall",
-        "f1",
-        "fpr",
-        "recall_at_fpr_1",
-        "recall_at_fpr_5",
-    )
+    from davae.metrics import METRIC_NAMES as keys
+
     rows = [("combined", report["combined"]), *list(report["scores"].items())]
     print("  ".join(f"{h:>18}" if i == 0 else f"{h:>7}" for i, h in enumerate(header)), file=stream)
     for name, metrics in rows:

@@ -13,6 +13,18 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+# Every metric score_metrics reports for one score, in the order tables show them.
+METRIC_NAMES = (
+    "image_auroc",
+    "aupr",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "recall_at_fpr_1",
+    "recall_at_fpr_5",
+)
+
 
 def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
     """Best recall whose false-positive rate on the normals is at most ``max_fpr``.

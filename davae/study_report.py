@@ -26,19 +26,11 @@ from typing import Any
 import pandas as pd
 
 from davae.errors import DavaeError
+from davae.metrics import METRIC_NAMES
 
 logger = logging.getLogger(__name__)
 
-METRIC_COLUMNS = (
-    "image_auroc",
-    "aupr",
-    "precision",
-    "recall",
-    "f1",
-    "fpr",
-    "recall_at_fpr_1",
-    "recall_at_fpr_5",
-)
+METRIC_COLUMNS = METRIC_NAMES
 STD_COLUMNS = tuple(f"{name}_std" for name in METRIC_COLUMNS)
 TEXT_COLUMNS = ("study", "method", "augment", "model_key")
 INTEGER_COLUMNS = (
