@@ -1,46 +1,20 @@
 """Fixtures of the study tests: a generated dataset, a tiny DA-VAE and one full study run.
 
 The dataset comes from study_images.py, so the tests need no data files.
+Plain helpers live in study_helpers.py: test modules import them from
+there, because every test folder has a module named conftest.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import torch
+from study_helpers import LABELLED_PER_CLASS, SEEDS, TINY_OVERRIDES, CountedRun, run_counted
 from study_images import make_dataset
 
-import davae.study
 from davae.config import DetectorConfig
-from davae.study import run_study
 from davae.study_plan import StudySettings
-from davae.study_report import StudyResult
-
-# A DA-VAE small enough to train 13 times in under a minute on 2 CPU cores.
-TINY_OVERRIDES = {
-    "vae__image_size": 32,
-    "vae__width": 8,
-    "vae__latent_dim": 8,
-    "train__epochs": 10,
-    "train__batch_size": 16,
-}
-LABELLED_PER_CLASS = 3
-SEEDS = 3
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Train on one thread: tiny models gain nothing from more, and a busy machine loses."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -58,41 +32,6 @@ def settings(tiny_config: DetectorConfig) -> StudySettings:
     return StudySettings(
         config=tiny_config, seeds=SEEDS, labelled_defects_per_class=LABELLED_PER_CLASS
     )
-
-
-@dataclass
-class CountedRun:
-    """A finished study with the training calls and progress reports it made."""
-
-    result: StudyResult
-    cache: Path
-    train_calls: int
-    progress: list[tuple[int, int, str]] = field(default_factory=list)
-
-
-def run_counted(
-    dataset: Path, out: Path, settings: StudySettings, cache: Path, **kwargs
-) -> CountedRun:
-    """Run a study on one torch thread and count how many DA-VAE models it trained."""
-    calls: list[int] = []
-    progress: list[tuple[int, int, str]] = []
-    real_train = davae.study.train_detector
-
-    def counting_train(*args, **train_kwargs):
-        calls.append(1)
-        return real_train(*args, **train_kwargs)
-
-    with pytest.MonkeyPatch.context() as patch, one_torch_thread():
-        patch.setattr(davae.study, "train_detector", counting_train)
-        result = run_study(
-            dataset,
-            out,
-            settings,
-            cache_dir=cache,
-            progress=lambda step, total, message: progress.append((step, total, message)),
-            **kwargs,
-        )
-    return CountedRun(result, cache, len(calls), progress)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import one_torch_thread
+from study_helpers import one_torch_thread
 
 from davae.cli import main
 from davae.study_plan import METHODS, QUICK_OVERRIDES

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import LABELLED_PER_CLASS, SEEDS, CountedRun, run_counted
+from study_helpers import LABELLED_PER_CLASS, SEEDS, CountedRun, run_counted
 
 from davae.errors import DavaeError, TrainingCancelled
 from davae.study import run_study
