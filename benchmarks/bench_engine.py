@@ -54,6 +54,7 @@ from davae.detector import RAW_SCORE_NAMES, Detector
 from davae.imageio import decode_image
 from davae.inputs import InputFile
 from davae.model import ConvVAE
+from davae.multiscale import ErrorStats, FeatureStats
 from davae.preprocess import prepare
 from davae.scoring import LatentStats, analyze_batch, raw_scores
 from davae.training import train_detector
@@ -114,14 +115,24 @@ def untrained_detector(config: DetectorConfig) -> Detector:
     """Build a detector with random weights; scores are meaningless but cost the same."""
     torch.manual_seed(0)
     model = ConvVAE(config.vae).eval()
-    with torch.inference_mode():
-        sample = torch.rand(16, config.vae.channels, config.vae.image_size, config.vae.image_size)
-        latents = model.encode(sample)[0].numpy()
     scoring = config.scoring
+    stages = scoring.multiscale_stages if scoring.uses_features else None
+    sample = torch.rand(32, config.vae.channels, config.vae.image_size, config.vae.image_size)
+    out = analyze_batch(model, sample, scoring.smoothing_sigma, stages, scoring.multiscale_grid)
+    # The statistics the configuration scores against, fitted on random images:
+    # their values do not matter, but their shapes set the cost of scoring.
+    error_stats = None
+    if scoring.error_normalization == "pixel":
+        error_stats = ErrorStats.fit(out.error_maps.float())
+    feature_stats = None
+    if out.features is not None:
+        feature_stats = FeatureStats.fit(out.features.float().numpy(), tuple(stages))
     return Detector(
         model=model,
         config=config,
-        stats=LatentStats.fit(latents),
+        stats=LatentStats.fit(out.latents.float().numpy()),
+        error_stats=error_stats,
+        feature_stats=feature_stats,
         thresholds=Thresholds(
             1.0, 1.0, scoring.recon_reduction, scoring.latent_metric, scoring.target_fpr
         ),
@@ -165,10 +176,30 @@ def measure_scoring(detector: Detector, pool: list[bytes], repeats: int, seconds
     tensors = torch.stack([prepare(pixels, config) for pixels in decoded[:batch_size]])
     sigma = config.scoring.smoothing_sigma
 
+    feature_stats = detector.feature_stats
+    error_stats = detector.error_stats
+
     def model_and_scores() -> int:
-        out = analyze_batch(detector.model, tensors, sigma)
+        out = analyze_batch(
+            detector.model,
+            tensors,
+            sigma,
+            feature_stats.stages if feature_stats else None,
+            feature_stats.grid if feature_stats else 16,
+        )
+        error_maps = out.error_maps
+        if error_stats is not None:
+            error_maps = error_stats.normalize(error_maps)
+        distance_maps = None
+        if feature_stats is not None:
+            distance_maps = feature_stats.distance_maps(out.features.float())
         for i in range(tensors.shape[0]):
-            raw_scores(out.error_maps[i], out.latents[i : i + 1], detector.stats)
+            raw_scores(
+                error_maps[i],
+                out.latents[i : i + 1],
+                detector.stats,
+                None if distance_maps is None else distance_maps[i],
+            )
         return tensors.shape[0]
 
     def decode_only() -> int:

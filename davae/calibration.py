@@ -77,7 +77,10 @@ def false_positive_rate(
 
 @dataclass(frozen=True)
 class HeatmapScale:
-    """Fixed colour range for heatmaps, in units of the smoothed squared error.
+    """Fixed colour range for heatmaps, in the units of the error map.
+
+    The map is the smoothed squared error, or its per-pixel z-score when
+    ``ScoringConfig.error_normalization`` is ``"pixel"``.
 
     Values at or below ``low`` are drawn transparent, values at ``high`` or
     above at full colour. The same range applies to every image, so a clean
