@@ -331,6 +331,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     from davae.bundle import load_bundle
     from davae.evaluation import evaluate
+    from davae.worker_io import json_safe
 
     detector = load_bundle(args.model)
     bars: list[tqdm] = []  # created on the first report, after the dataset is checked
@@ -347,7 +348,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
             bar.close()
     report["model"] = str(args.model)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    # Strict JSON: a metric that is undefined (no masks, one class) is written as null.
+    text = json.dumps(json_safe(report), indent=2, allow_nan=False)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
     print_report_table(report)
     print(f"report written to {args.out}")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_images import ZOO_GOOD, ZOO_IGNORED, ZOO_REJECTED, zip_bytes
+from engine_images import ZOO_GOOD, ZOO_IGNORED, ZOO_REJECTED, write_mvtec, zip_bytes
 from PIL import Image
 
 from davae.bundle import load_bundle
@@ -184,6 +184,21 @@ def test_score_threshold_override(capsys, tiny_bundle, input_zoo, tmp_path):
     (row,) = read_rows(out)
 
     assert row["pred_label"] == "anomalous"
+
+
+def test_evaluate_report_is_strict_json(capsys, cli_model, tmp_path):
+    dataset = write_mvtec(tmp_path / "parts", with_masks=False)
+    out = tmp_path / "report.json"
+    code, _, _ = run_cli(capsys, "evaluate", cli_model, dataset, "--out", out)
+    assert code == 0
+
+    def reject_constant(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    report = json.loads(out.read_text(encoding="utf-8"), parse_constant=reject_constant)
+
+    # Without masks the pixel AUROC is undefined.
+    assert report["pixel_auroc"] is None
 
 
 def test_evaluate_writes_report(capsys, cli_model, mvtec_root, tmp_path):
