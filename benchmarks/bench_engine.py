@@ -56,7 +56,7 @@ from davae.inputs import InputFile
 from davae.model import ConvVAE
 from davae.multiscale import ErrorStats, FeatureStats
 from davae.preprocess import prepare
-from davae.scoring import LatentStats, analyze_batch, raw_scores
+from davae.scoring import LatentStats, analyze_batch
 from davae.training import train_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -174,33 +174,9 @@ def measure_scoring(detector: Detector, pool: list[bytes], repeats: int, seconds
     batch_size = config.scoring.batch_size
     decoded = [decode_image(data, "bench.jpg", config.vae.channels).pixels for data in pool]
     tensors = torch.stack([prepare(pixels, config) for pixels in decoded[:batch_size]])
-    sigma = config.scoring.smoothing_sigma
-
-    feature_stats = detector.feature_stats
-    error_stats = detector.error_stats
 
     def model_and_scores() -> int:
-        out = analyze_batch(
-            detector.model,
-            tensors,
-            sigma,
-            feature_stats.stages if feature_stats else None,
-            feature_stats.grid if feature_stats else 16,
-        )
-        error_maps = out.error_maps
-        if error_stats is not None:
-            error_maps = error_stats.normalize(error_maps)
-        distance_maps = None
-        if feature_stats is not None:
-            distance_maps = feature_stats.distance_maps(out.features.float())
-        for i in range(tensors.shape[0]):
-            raw_scores(
-                error_maps[i],
-                out.latents[i : i + 1],
-                detector.stats,
-                None if distance_maps is None else distance_maps[i],
-            )
-        return tensors.shape[0]
+        return len(detector.analyze_tensors(tensors))
 
     def decode_only() -> int:
         for data in pool:

@@ -161,33 +161,37 @@ class Detector:
 
         analyses = []
         batch_size = self.config.scoring.batch_size
-        feature_stats = self.feature_stats
         for start in range(0, len(tensors), batch_size):
             batch = torch.stack(tensors[start : start + batch_size]).to(device)
-            out = analyze_batch(
-                self.model,
-                batch,
-                sigma,
-                feature_stats.stages if feature_stats else None,
-                feature_stats.grid if feature_stats else 16,
-            )
-            error_maps = out.error_maps.float().cpu()
-            if self.error_stats is not None:
-                error_maps = self.error_stats.normalize(error_maps)
-            distance_maps = None
-            if feature_stats is not None and out.features is not None:
-                distance_maps = feature_stats.distance_maps(out.features.float().cpu())
-            for i in range(batch.shape[0]):
-                analyses.append(
-                    self._to_analysis(
-                        error_maps[i],
-                        out.latents[i : i + 1],
-                        out.reconstructions[i],
-                        batch[i],
-                        None if distance_maps is None else distance_maps[i],
-                    )
-                )
+            analyses.extend(self.analyze_tensors(batch))
         return analyses
+
+    def analyze_tensors(self, batch: torch.Tensor) -> list[Analysis]:
+        """Run a (N, C, S, S) batch of whole-image model inputs through the model."""
+        feature_stats = self.feature_stats
+        out = analyze_batch(
+            self.model,
+            batch,
+            self.config.scoring.smoothing_sigma,
+            feature_stats.stages if feature_stats else None,
+            feature_stats.grid if feature_stats else 16,
+        )
+        error_maps = out.error_maps.float().cpu()
+        if self.error_stats is not None:
+            error_maps = self.error_stats.normalize(error_maps)
+        distance_maps = None
+        if feature_stats is not None and out.features is not None:
+            distance_maps = feature_stats.distance_maps(out.features.float().cpu())
+        return [
+            self._to_analysis(
+                error_maps[i],
+                out.latents[i : i + 1],
+                out.reconstructions[i],
+                batch[i],
+                None if distance_maps is None else distance_maps[i],
+            )
+            for i in range(batch.shape[0])
+        ]
 
     def _to_analysis(
         self,
