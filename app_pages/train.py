@@ -75,6 +75,7 @@ def model_settings() -> dict[str, Any]:
     mode = right.radio(
         t("train.mode"),
         ("whole", "patch"),
+        index=("whole", "patch").index(DEFAULTS.train.mode),
         format_func=option_labels(("whole", "patch"), lambda value: t(f"train.mode_{value}")),
         key="train_mode",
         help=t("train.mode_help"),
@@ -156,6 +157,7 @@ def model_settings() -> dict[str, Any]:
         overrides["vae__channels"] = left.radio(
             t("train.channels"),
             (1, 3),
+            index=(1, 3).index(DEFAULTS.vae.channels),
             format_func=option_labels((1, 3), lambda value: t(f"train.channels_{value}")),
             key="train_channels",
             persist_state="session",
@@ -163,6 +165,7 @@ def model_settings() -> dict[str, Any]:
         overrides["scoring__latent_metric"] = right.radio(
             t("train.latent_metric"),
             LATENT_METRICS,
+            index=LATENT_METRICS.index(DEFAULTS.scoring.latent_metric),
             format_func=option_labels(LATENT_METRICS, lambda value: t(f"common.metric.{value}")),
             key="train_latent_metric",
             help=t("train.latent_metric_help"),
@@ -171,6 +174,7 @@ def model_settings() -> dict[str, Any]:
         overrides["scoring__error_normalization"] = left.radio(
             t("train.error_normalization"),
             ERROR_NORMALIZATIONS,
+            index=ERROR_NORMALIZATIONS.index(DEFAULTS.scoring.error_normalization),
             format_func=option_labels(
                 ERROR_NORMALIZATIONS, lambda value: t(f"train.error_normalization_{value}")
             ),
@@ -181,6 +185,7 @@ def model_settings() -> dict[str, Any]:
         overrides["preprocess__normalize"] = middle.radio(
             t("train.normalize"),
             ("none", "flatfield"),
+            index=("none", "flatfield").index(DEFAULTS.preprocess.normalize),
             format_func=option_labels(
                 ("none", "flatfield"), lambda value: t(f"train.normalize_{value}")
             ),
