@@ -67,10 +67,15 @@ def folder_input(label_key: str, key: str) -> str:
 
 
 def check_server_path(text: str) -> Path:
-    """Return the path the user typed; raise ``input_not_found`` when nothing is there."""
+    """Return the path the user typed; raise ``input_not_found`` when nothing is there.
+
+    A relative path is read from the server's working directory, so the error
+    names the absolute path that was looked up.
+    """
     path = Path(text).expanduser()
     if not text or not path.exists():
-        raise DavaeError("input_not_found", f"{text}: no such file or folder", name=text)
+        name = str(path.absolute()) if text else text
+        raise DavaeError("input_not_found", f"{name}: no such file or folder", name=name)
     return path.absolute()
 
 

@@ -16,6 +16,7 @@ from ui_helpers import (
     write_images,
 )
 
+from davae.config import DetectorConfig
 from storage import jobs, registry
 from storage.db import Storage
 from storage.models import JobStatus
@@ -53,7 +54,7 @@ def test_train_from_uploads(open_app, storage_handle: Storage) -> None:
     assert [m.value for m in at.success] == ["Registered needles version 1."]
     labels = [metric.label for metric in at.metric]
     assert "Reconstruction threshold (maximum)" in labels
-    assert "Latent distance threshold (Mahalanobis)" in labels
+    assert "Latent distance threshold (multi-scale)" in labels
     images_used = next(m.value for m in at.metric if m.label == EN["train.images_used"])
     assert images_used == "20"
     rejected = at.dataframe[0].value
@@ -96,6 +97,16 @@ def test_missing_folder_shows_error(open_app, tmp_path: Path) -> None:
     assert [error.value for error in at.error] == [
         f"{tmp_path / 'nowhere'}: 파일이나 폴더가 없습니다."
     ]
+
+
+def test_relative_folder_error_names_absolute_path(open_app) -> None:
+    at = open_app("train")
+    at.button_group(key="train_source").set_value("folder").run()
+    at.text_input(key="train_folder").set_value("parts/train/good").run()
+    at.button(key="train_start").click().run()
+
+    looked_up = Path("parts/train/good").absolute()
+    assert [error.value for error in at.error] == [f"{looked_up}: no such file or folder."]
 
 
 def test_start_needs_reviewer(open_app) -> None:
@@ -148,13 +159,49 @@ def test_cancel_from_page(open_app, storage_handle: Storage, tmp_path: Path) -> 
     assert EN["common.job_cancelled"] in [info.value for info in at.info]
 
 
-def test_train_multiscale_distance(open_app, storage_handle: Storage, tmp_path: Path) -> None:
+def test_advanced_defaults_match_library(open_app) -> None:
+    at = open_app("train")
+    defaults = DetectorConfig()
+
+    assert at.radio(key="train_mode").value == defaults.train.mode
+    assert at.radio(key="train_channels").value == defaults.vae.channels
+    assert at.radio(key="train_latent_metric").value == defaults.scoring.latent_metric
+    assert at.radio(key="train_error_normalization").value == defaults.scoring.error_normalization
+    assert at.radio(key="train_normalize").value == defaults.preprocess.normalize
+    assert at.number_input(key="train_epochs").value == defaults.train.epochs
+    assert at.number_input(key="train_width").value == defaults.vae.width
+    assert at.slider(key="train_iterations").value == defaults.augment.iterations
+
+
+def test_untouched_settings_train_defaults(
+    open_app, storage_handle: Storage, tmp_path: Path
+) -> None:
     write_images(tmp_path / "good", 16)
     at = open_app("train")
     at.button_group(key="train_source").set_value("folder").run()
     at.text_input(key="train_folder").set_value(str(tmp_path / "good"))
-    at.radio(key="train_latent_metric").set_value("multiscale")
-    at.radio(key="train_error_normalization").set_value("pixel")
+    tiny_settings(at)
+    at.button(key="train_start").click().run()
+
+    job = wait_for_job(storage_handle, newest_job_id(storage_handle))
+    assert job.status == JobStatus.DONE, job.error_message
+    with storage_handle.database.read() as session:
+        model = registry.get_default_model_version(session)
+    defaults = DetectorConfig().to_dict()
+    assert model.config["preprocess"] == defaults["preprocess"]
+    assert model.config["scoring"] == defaults["scoring"]
+    assert model.config["augment"] == {**defaults["augment"], "iterations": 0}
+    assert model.thresholds["latent_metric"] == "multiscale"
+
+
+def test_train_global_mahalanobis(open_app, storage_handle: Storage, tmp_path: Path) -> None:
+    write_images(tmp_path / "good", 16)
+    at = open_app("train")
+    at.button_group(key="train_source").set_value("folder").run()
+    at.text_input(key="train_folder").set_value(str(tmp_path / "good"))
+    at.radio(key="train_latent_metric").set_value("mahalanobis")
+    at.radio(key="train_error_normalization").set_value("none")
+    at.radio(key="train_normalize").set_value("none")
     tiny_settings(at)
     at.button(key="train_start").click().run()
 
@@ -162,8 +209,9 @@ def test_train_multiscale_distance(open_app, storage_handle: Storage, tmp_path: 
     assert job.status == JobStatus.DONE, job.error_message
     at.run()
 
-    assert "Latent distance threshold (multi-scale)" in [metric.label for metric in at.metric]
+    assert "Latent distance threshold (Mahalanobis)" in [metric.label for metric in at.metric]
     with storage_handle.database.read() as session:
         model = registry.get_default_model_version(session)
-    assert model.thresholds["latent_metric"] == "multiscale"
-    assert model.config["scoring"]["error_normalization"] == "pixel"
+    assert model.thresholds["latent_metric"] == "mahalanobis"
+    assert model.config["scoring"]["error_normalization"] == "none"
+    assert model.config["preprocess"]["normalize"] == "none"
