@@ -33,7 +33,9 @@ SCORE_COLUMNS = (
     "recon_max",
     "latent_euclidean",
     "latent_mahalanobis",
+    "latent_multiscale",
     "pred_label",
+    "heatmap",
     "error",
 )
 
@@ -224,6 +226,22 @@ def _display_path(source: str, relative: str) -> str:
     return source or relative
 
 
+def _unique_heatmap_name(relative_path: str, taken: set[str]) -> str:
+    """Name a heatmap after its image, numbering it when inputs share a path.
+
+    Two input arguments can hold files with the same relative path (``a/x.png``
+    and ``b/x.png`` given as files are both ``x.png``); the second becomes
+    ``x.png.2.heatmap.png`` rather than overwriting the first.
+    """
+    name = relative_path + ".heatmap.png"
+    number = 1
+    while name.casefold() in taken:
+        number += 1
+        name = f"{relative_path}.{number}.heatmap.png"
+    taken.add(name.casefold())
+    return name
+
+
 def command_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -245,6 +263,7 @@ def command_score(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"normal": 0, "anomalous": 0, "rejected": 0, "ignored": 0}
+    heatmap_names: set[str] = set()
     with open(out_path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=SCORE_COLUMNS)
         writer.writeheader()
@@ -277,12 +296,16 @@ def command_score(args: argparse.Namespace) -> int:
                     latent_mahalanobis=f"{result.raw.latent_mahalanobis:.6g}",
                     pred_label=label,
                 )
+                if result.raw.latent_multiscale is not None:
+                    row["latent_multiscale"] = f"{result.raw.latent_multiscale:.6g}"
                 if heatmap_dir is not None:
-                    target = heatmap_dir / (item.relative_path + ".heatmap.png")
+                    name = _unique_heatmap_name(item.relative_path, heatmap_names)
+                    target = heatmap_dir / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     overlay(
                         item.image.pixels, result.analysis.error_map, detector.heatmap_scale
                     ).save(target)
+                    row["heatmap"] = name
             elif isinstance(item, Ignored):
                 counts["ignored"] += 1
                 row.update(error=f"ignored: {item.reason}")
@@ -323,7 +346,11 @@ def print_report_table(report: dict, stream=None) -> None:
         ),
         file=stream,
     )
-    print(f"pixel AUROC: {_format_metric(report['pixel_auroc'])}", file=stream)
+    pixel = report["pixel_auroc"]
+    if pixel is None or math.isnan(pixel):
+        print("pixel AUROC: - (no masks in ground_truth/<defect>/)", file=stream)
+    else:
+        print(f"pixel AUROC: {_format_metric(pixel)}", file=stream)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

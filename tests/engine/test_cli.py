@@ -169,6 +169,35 @@ def test_score_writes_heatmaps(capsys, tiny_bundle, input_zoo, tmp_path):
         assert image.size == (40, 30)
 
 
+def test_score_heatmaps_same_name_kept(capsys, tiny_bundle, input_zoo, tmp_path):
+    out, heatmaps = tmp_path / "r.csv", tmp_path / "heat"
+    first, second = input_zoo / "lineA" / "img_001.png", input_zoo / "lineB" / "img_001.png"
+    code, _, _ = run_cli(
+        capsys, "score", tiny_bundle, first, second, "--out", out, "--heatmaps", heatmaps
+    )
+    rows = read_rows(out)
+
+    assert code == 0
+    assert [row["heatmap"] for row in rows] == [
+        "img_001.png.heatmap.png",
+        "img_001.png.2.heatmap.png",
+    ]
+    assert sorted(path.name for path in heatmaps.iterdir()) == [
+        "img_001.png.2.heatmap.png",
+        "img_001.png.heatmap.png",
+    ]
+
+
+def test_score_multiscale_column(capsys, cli_model, input_zoo, tmp_path):
+    out = tmp_path / "r.csv"
+    run_cli(capsys, "score", cli_model, input_zoo / "lineA", "--out", out)
+    (row,) = read_rows(out)
+
+    # The CLI trains with the default configuration, which thresholds this distance.
+    assert float(row["latent_multiscale"]) == pytest.approx(float(row["latent_distance"]))
+    assert row["heatmap"] == ""
+
+
 def test_score_threshold_override(capsys, tiny_bundle, input_zoo, tmp_path):
     out = tmp_path / "r.csv"
     run_cli(
@@ -189,7 +218,7 @@ def test_score_threshold_override(capsys, tiny_bundle, input_zoo, tmp_path):
 def test_evaluate_report_is_strict_json(capsys, cli_model, tmp_path):
     dataset = write_mvtec(tmp_path / "parts", with_masks=False)
     out = tmp_path / "report.json"
-    code, _, _ = run_cli(capsys, "evaluate", cli_model, dataset, "--out", out)
+    code, stdout, _ = run_cli(capsys, "evaluate", cli_model, dataset, "--out", out)
     assert code == 0
 
     def reject_constant(name):
@@ -197,8 +226,9 @@ def test_evaluate_report_is_strict_json(capsys, cli_model, tmp_path):
 
     report = json.loads(out.read_text(encoding="utf-8"), parse_constant=reject_constant)
 
-    # Without masks the pixel AUROC is undefined.
+    # Without masks the pixel AUROC is undefined, and the table says why.
     assert report["pixel_auroc"] is None
+    assert "pixel AUROC: - (no masks in ground_truth/<defect>/)" in stdout
 
 
 def test_evaluate_writes_report(capsys, cli_model, mvtec_root, tmp_path):
