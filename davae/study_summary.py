@@ -175,7 +175,9 @@ def _number(value: float) -> str:
 
 
 def _class_counts(per_class: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in sorted(per_class.items()))
+    """List the defect classes with their image counts; the normals are counted apart."""
+    defects = sorted((name, count) for name, count in per_class.items() if name != "good")
+    return ", ".join(f"{name} {count}" for name, count in defects)
 
 
 def _duration(seconds: float) -> str:

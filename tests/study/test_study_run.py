@@ -188,6 +188,16 @@ def test_summary_states_settings(full_run: CountedRun) -> None:
         assert f"| {method} |" in summary
 
 
+def test_summary_lists_defect_classes_only(full_run: CountedRun) -> None:
+    counts = full_run.result.info["counts"]
+    line = next(line for line in full_run.result.summary.splitlines() if "Evaluation set" in line)
+    listed = line[line.index("(") + 1 : line.index(")")]
+
+    defect_classes = sorted(name for name in counts["test_per_class"] if name != "good")
+    assert [entry.split(" ")[0] for entry in listed.split(", ")] == defect_classes
+    assert "good" not in listed
+
+
 def test_progress_reaches_total(full_run: CountedRun) -> None:
     steps = [step for step, _, _ in full_run.progress]
     totals = {total for _, total, _ in full_run.progress}
