@@ -116,11 +116,19 @@ def _images_in(folder: Path) -> list[Path]:
     )
 
 
-def open_mvtec(root: str | os.PathLike[str]) -> MVTecDataset:
-    """Index an MVTec-style folder; raise DavaeError naming what is missing."""
+def open_mvtec(root: str | os.PathLike[str], require_train: bool = True) -> MVTecDataset:
+    """Index an MVTec-style folder; raise DavaeError naming what is missing.
+
+    With ``require_train=False`` (evaluation, which scores only ``test/``) a
+    missing ``train/good`` gives an empty training list instead of an error.
+    """
     root = Path(root)
     train_dir, test_dir = root / "train" / "good", root / "test"
-    for required in (train_dir, test_dir / "good"):
+    if not require_train and not train_dir.exists():
+        required_dirs: tuple[Path, ...] = (test_dir / "good",)
+    else:
+        required_dirs = (train_dir, test_dir / "good")
+    for required in required_dirs:
         if not required.is_dir():
             raise DavaeError(
                 "dataset_layout",
@@ -134,8 +142,8 @@ def open_mvtec(root: str | os.PathLike[str]) -> MVTecDataset:
         for path in _images_in(class_dir):
             mask = root / "ground_truth" / class_dir.name / f"{path.stem}_mask.png"
             test.append(TestImage(path, class_dir.name, mask if mask.is_file() else None))
-    train = _images_in(train_dir)
-    if not train:
+    train = _images_in(train_dir) if train_dir.is_dir() else []
+    if not train and require_train:
         raise DavaeError(
             "dataset_layout",
             f"{train_dir}: no images found",

@@ -160,7 +160,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score the test split of ``dataset_root`` and return the metrics report."""
-    dataset = open_mvtec(dataset_root)
+    dataset = open_mvtec(dataset_root, require_train=False)
     logger.info("evaluating on %d test images from %s", len(dataset.test), dataset_root)
     scores = score_test_set(detector, dataset, limits, progress)
     report = build_report(detector, scores)

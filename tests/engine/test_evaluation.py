@@ -166,6 +166,27 @@ def test_no_defect_images_is_layout_error(mvtec_root, tmp_path):
     assert caught.value.code == "dataset_layout"
 
 
+def test_evaluate_needs_no_train_folder(tiny, mvtec_root, report, tmp_path):
+    root = tmp_path / "test-only"
+    shutil.copytree(mvtec_root / "test", root / "test")
+    shutil.copytree(mvtec_root / "ground_truth", root / "ground_truth")
+
+    test_only = evaluate(tiny.detector, root)
+
+    assert test_only["combined"]["image_auroc"] == report["combined"]["image_auroc"]
+    assert test_only["counts"]["test_good"] == report["counts"]["test_good"]
+
+
+def test_open_mvtec_without_train_when_allowed(mvtec_root, tmp_path):
+    root = tmp_path / "test-only"
+    shutil.copytree(mvtec_root / "test", root / "test")
+
+    dataset = open_mvtec(root, require_train=False)
+
+    assert dataset.train_good == []
+    assert len(dataset.test) == 14
+
+
 def test_score_metrics_on_known_scores():
     labels = np.array([0, 0, 0, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
