@@ -192,9 +192,16 @@ def command_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
-    bar = tqdm(total=config.train.epochs, unit="epoch", desc="training", file=sys.stderr)
+    # Created on the first report, so that an error found before training
+    # (too few images) is not preceded by an empty bar.
+    bars: list[tqdm] = []
 
     def on_progress(progress) -> None:
+        if not bars:
+            bars.append(
+                tqdm(total=config.train.epochs, unit="epoch", desc="training", file=sys.stderr)
+            )
+        bar = bars[0]
         if progress.phase == "training":
             bar.update(progress.epoch - bar.n)
             bar.set_postfix(train=f"{progress.train_loss:.1f}", val=f"{progress.val_loss:.1f}")
@@ -206,7 +213,8 @@ def command_train(args: argparse.Namespace) -> int:
             loaded.pixels, config, progress=on_progress, fingerprint=loaded.fingerprint()
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     digest = save_bundle(detector, args.out)
     t = detector.thresholds
     print(f"model written to {args.out} (sha256 {digest[:12]})")

@@ -300,6 +300,7 @@ def test_too_few_images_is_error(capsys, input_zoo, tmp_path):
     # Loading prints a summary line to stderr before training is refused.
     assert "at least" in assert_one_line_error(code, err, only_line=False)
     assert not (tmp_path / "m.pt").exists()
+    assert "training:" not in err  # no progress bar for training that never started
 
 
 def test_invalid_setting_is_one_line_error(capsys, input_zoo, tmp_path):
