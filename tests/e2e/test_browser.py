@@ -231,7 +231,7 @@ def test_train_and_score_in_english(server: str, page: Page, tmp_path: Path) -> 
     expect(page.get_by_text("done · started by e2e tester")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     expect_metric(page, "Scored", "4")
     expect_metric(page, "Rejected", "1")
-    expect(page.get_by_text("Files not used: 1 rejected, 0 skipped.")).to_be_visible()
+    expect(page.get_by_text("Files not used: 1 rejected, 0 ignored.")).to_be_visible()
 
     # A reload is a new session: the reviewer is asked again, the batch is still there.
     page.reload()
