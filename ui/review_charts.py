@@ -80,6 +80,9 @@ def histogram_figure(
         }
         for line in lines
     ]
+    # A label beside a line in the right half is written to its left, so that
+    # it stays inside the plot.
+    middle = (edges[0] + edges[-1]) / 2
     annotations = [
         {
             "text": line.text,
@@ -87,7 +90,7 @@ def histogram_figure(
             "xref": "x",
             "y": 1,
             "yref": "paper",
-            "xanchor": "left",
+            "xanchor": "right" if line.x > middle else "left",
             "yanchor": "top",
             "yshift": -14 * position,
             "showarrow": False,
