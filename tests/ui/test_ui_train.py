@@ -136,12 +136,16 @@ def test_too_few_images_fail_in_korean(open_app, storage_handle: Storage, tmp_pa
 
 
 def test_cancel_from_page(open_app, storage_handle: Storage, tmp_path: Path) -> None:
-    write_images(tmp_path / "good", 16)
+    write_images(tmp_path / "good", 40)
     at = open_app("train")
     at.button_group(key="train_source").set_value("folder").run()
     at.text_input(key="train_folder").set_value(str(tmp_path / "good"))
     tiny_settings(at)
-    at.number_input(key="train_epochs").set_value(5000).run()
+    # Epochs of about a second: early stopping ends the tiny model within a
+    # few epochs, which an idle machine ran before the page could cancel.
+    at.number_input(key="train_epochs").set_value(5000)
+    at.selectbox(key="train_image_size").set_value(128)
+    at.slider(key="train_iterations").set_value(8).run()
     at.button(key="train_start").click().run()
     job_id = at.session_state["train_job_id"]
 
