@@ -234,19 +234,21 @@ def _display_path(source: str, relative: str) -> str:
     return source or relative
 
 
-def _unique_heatmap_name(relative_path: str, taken: set[str]) -> str:
+def _unique_heatmap_name(relative_path: str, used_names: set[str]) -> str:
     """Name a heatmap after its image, numbering it when inputs share a path.
 
-    Two input arguments can hold files with the same relative path (``a/x.png``
-    and ``b/x.png`` given as files are both ``x.png``); the second becomes
-    ``x.png.2.heatmap.png`` rather than overwriting the first.
+    Files given as separate arguments keep only their names, so ``a/x.png``
+    and ``b/x.png`` are both ``x.png``. The second heatmap becomes
+    ``x.png.2.heatmap.png`` instead of overwriting the first. Names are
+    compared without case, because a case-insensitive file system would
+    also overwrite ``X.png`` with ``x.png``.
     """
     name = relative_path + ".heatmap.png"
     number = 1
-    while name.casefold() in taken:
+    while name.casefold() in used_names:
         number += 1
         name = f"{relative_path}.{number}.heatmap.png"
-    taken.add(name.casefold())
+    used_names.add(name.casefold())
     return name
 
 

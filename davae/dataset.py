@@ -124,10 +124,7 @@ def open_mvtec(root: str | os.PathLike[str], require_train: bool = True) -> MVTe
     """
     root = Path(root)
     train_dir, test_dir = root / "train" / "good", root / "test"
-    if not require_train and not train_dir.exists():
-        required_dirs: tuple[Path, ...] = (test_dir / "good",)
-    else:
-        required_dirs = (train_dir, test_dir / "good")
+    required_dirs = (train_dir, test_dir / "good") if require_train else (test_dir / "good",)
     for required in required_dirs:
         if not required.is_dir():
             raise DavaeError(

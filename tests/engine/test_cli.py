@@ -226,7 +226,7 @@ def test_evaluate_report_is_strict_json(capsys, cli_model, tmp_path):
 
     report = json.loads(out.read_text(encoding="utf-8"), parse_constant=reject_constant)
 
-    # Without masks the pixel AUROC is undefined, and the table says why.
+    # Without masks the pixel AUROC is undefined, and the table gives the reason.
     assert report["pixel_auroc"] is None
     assert "pixel AUROC: - (no masks in ground_truth/<defect>/)" in stdout
 

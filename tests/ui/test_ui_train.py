@@ -141,8 +141,8 @@ def test_cancel_from_page(open_app, storage_handle: Storage, tmp_path: Path) -> 
     at.button_group(key="train_source").set_value("folder").run()
     at.text_input(key="train_folder").set_value(str(tmp_path / "good"))
     tiny_settings(at)
-    # Epochs of about a second: early stopping ends the tiny model within a
-    # few epochs, which an idle machine ran before the page could cancel.
+    # Larger images and augmented copies slow each epoch down. Early stopping
+    # can end the tiny model after a few short epochs, before Cancel is clicked.
     at.number_input(key="train_epochs").set_value(5000)
     at.selectbox(key="train_image_size").set_value(128)
     at.slider(key="train_iterations").set_value(8).run()
